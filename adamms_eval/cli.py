@@ -1,0 +1,118 @@
+"""`adamms` command line: plan, merge, architectures."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import AdammsError
+
+
+def _params(items: list[str]) -> dict:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise AdammsError(f"--param {item!r}: write it as name=value, e.g. --param density=0.5")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _add_pair_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", required=True, help="base model directory (its architecture is kept)")
+    p.add_argument("--other", required=True, help="model directory merged into the base")
+    p.add_argument("--pretrained", help="shared pretrained language model θ0 (task-vector methods)")
+    p.add_argument("--base-arch", help="force the base adapter (see `adamms architectures`)")
+    p.add_argument("--other-arch", help="force the other adapter")
+    p.add_argument("--pretrained-arch", help="force the pretrained adapter")
+
+
+def _print_plan(summary: dict) -> None:
+    b, o, p = summary["base"], summary["other"], summary["pretrained"]
+    print(f"base       {b['path']}  [{b['architecture']}, {b['family']}]")
+    print(f"other      {o['path']}  [{o['architecture']}]")
+    print(f"pretrained {p['path']}  [{p['architecture']}]" if p else "pretrained -")
+    print(f"vocabulary {summary['vocabulary']}")
+    print(f"\n{'group':32} {'tensors':>8} {'merged':>8} {'kept':>6}  why kept")
+    for name, g in summary["groups"].items():
+        kept = sum(g["kept"].values())
+        why = "; ".join(f"{n}× {r}" for r, n in g["kept"].items())
+        aligned = f" ({g['vocab_aligned']} vocab-aligned)" if g["vocab_aligned"] else ""
+        print(f"{name:32} {g['tensors']:>8} {g['merged']:>8} {kept:>6}  {why}{aligned}")
+    print(f"\n{summary['merged']} of {summary['tensors']} tensors merged, "
+          f"{summary['merged_parameters']:,} parameters")
+
+
+def cmd_plan(a) -> None:
+    from .checkpoint import Checkpoint
+    from .mapping import build_plan
+    plan = build_plan(Checkpoint(a.base), Checkpoint(a.other), Checkpoint(a.pretrained) if a.pretrained else None,
+                      a.base_arch, a.other_arch, a.pretrained_arch)
+    summary = plan.summary()
+    if a.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_plan(summary)
+
+
+def cmd_merge(a) -> None:
+    from .merge import open_merger, write_merged
+    from .methods import make_method
+    params = _params(a.param)
+    method = make_method(a.method, params)  # validates parameters before any file is read
+    if method.coefficient == "alpha":
+        if a.alpha is None:
+            raise AdammsError("linear merging needs --alpha (the weight of the other model, in [0, 1])")
+        lam = method.check_coefficient(a.alpha)
+    else:
+        if a.alpha is not None:
+            raise AdammsError(f"{a.method} moves along lambda: pass --param lambda=VALUE instead of --alpha")
+        lam = method.check_coefficient(method.default_coefficient if method.default_coefficient is not None else 1.0)
+    merger = open_merger(a.base, a.other, a.method, params, a.pretrained, a.base_arch, a.other_arch, a.pretrained_arch)
+    out = write_merged(merger, lam, a.out, force=a.force, max_shard_size=a.max_shard_size, progress=not a.quiet)
+    print(f"wrote {out} ({merger.method.name}, {merger.method.coefficient}={lam:g}, "
+          f"{len(merger.plan.merged)} of {len(merger.plan.entries)} tensors merged)")
+
+
+def cmd_architectures(a) -> None:
+    from .adapters import adapters
+    for name, ad in sorted(adapters().items()):
+        print(f"{name:18} {ad.title}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="adamms", description="Merge heterogeneous multimodal LLMs (AdaMMS).")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="show what a merge would merge and keep (reads headers only)")
+    _add_pair_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
+    m = sub.add_parser("merge", help="write a merged checkpoint in the base's format")
+    _add_pair_args(m)
+    m.add_argument("--method", default="linear",
+                   help="linear (AdaMMS), task_arithmetic, ties, dare_linear, dare_ties, metagpt")
+    m.add_argument("--alpha", type=float, help="linear: weight of the other model, in [0, 1]")
+    m.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="method parameter with mergekit's names: weight, density, lambda, normalize, rescale, seed, trim")
+    m.add_argument("--out", required=True, help="output directory (appears only when complete)")
+    m.add_argument("--force", action="store_true", help="replace an existing output directory")
+    m.add_argument("--max-shard-size", default="1GB", help="safetensors shard size (default 1GB)")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.set_defaults(func=cmd_merge)
+    r = sub.add_parser("architectures", help="list the supported architectures")
+    r.set_defaults(func=cmd_architectures)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AdammsError as e:
+        print(f"adamms: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

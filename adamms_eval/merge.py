@@ -1,0 +1,160 @@
+"""Turn a MergePlan and a MergeMethod into per-tensor paths, and stream a merged checkpoint to disk."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path as FsPath
+from typing import Iterator
+
+import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .checkpoint import SAFE_INDEX, BIN_INDEX, Checkpoint
+from .errors import AdammsError
+from .mapping import MergePlan, PlanEntry, build_plan
+from .methods import MergeMethod, Path, make_method
+
+WEIGHT_FILE_PREFIXES = ("model.safetensors", "model-", "pytorch_model")
+RECORD_FILE = "adamms_merge.json"
+
+
+def _finite(t: torch.Tensor, key: str, where) -> torch.Tensor:
+    if not bool(torch.isfinite(t).all()):
+        raise AdammsError(f"{key} in {where} contains NaN or Inf; the checkpoint is damaged, merge a clean copy")
+    return t
+
+
+def require_pretrained(method: MergeMethod, given: bool) -> None:
+    if method.needs_pretrained and not given:
+        raise AdammsError(f"method {method.name} works on task vectors θ_i − θ0: pass the shared pretrained "
+                          "language model with --pretrained DIR")
+
+
+class Merger:
+    """Per-tensor paths θ(λ) for every merged tensor of the plan."""
+
+    def __init__(self, plan: MergePlan, method: MergeMethod):
+        require_pretrained(method, plan.pretrained is not None)
+        self.plan, self.method = plan, method
+        self._prepared = False
+
+    def inputs(self, e: PlanEntry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Base, mapped other and θ0 for a merged entry (vocabulary rows selected)."""
+        p = self.plan
+        base = _finite(p.base.source.get(e.key), e.key, p.base.source.path)
+        other = _finite(p.other.gather(e.other), e.other[0].key, p.other.source.path)
+        theta0 = None
+        if e.pretrained is not None and self.method.needs_pretrained:
+            theta0 = _finite(p.pretrained.gather(e.pretrained), e.pretrained[0].key, p.pretrained.source.path)
+        if e.vocab is not None:
+            base, other = e.vocab.select(base), e.vocab.select(other)
+            theta0 = None if theta0 is None else e.vocab.select(theta0)
+        return base, other, theta0
+
+    def task_vectors(self) -> Iterator[tuple[str, list[torch.Tensor]]]:
+        """τ_base and τ_other of the language model without embeddings / lm_head, for whole-model statistics."""
+        for e in self.plan.merged:
+            if e.vocab is None:
+                base, other, theta0 = self.inputs(e)
+                t0 = theta0.float()
+                yield e.key, [base.float() - t0, other.float() - t0]
+
+    def prepare(self) -> None:
+        if not self._prepared and self.method.needs_pretrained:
+            self.method.prepare(self.task_vectors)
+        self._prepared = True
+
+    def path(self, e: PlanEntry) -> Path:
+        self.prepare()
+        base, other, theta0 = self.inputs(e)
+        path = self.method.path(e.key, base, other, theta0)
+        if e.vocab is None:
+            return path
+        # Rows outside the alignment stay at the base: A = base there, and B = base (lerp) or 0 (axpy).
+        full = self.plan.base.source.get(e.key)
+        a = e.vocab.scatter(full.clone(), path.a)
+        b = e.vocab.scatter(full.clone() if path.kind == "lerp" else torch.zeros_like(full), path.b)
+        return Path(a, b, path.kind)
+
+    def tensor(self, e: PlanEntry, lam: float) -> torch.Tensor:
+        if not e.merged:
+            return self.plan.base.source.get(e.key)
+        return self.path(e).point(lam)
+
+
+def open_merger(base, other, method: str = "linear", params: dict | None = None, pretrained=None,
+                base_arch=None, other_arch=None, pretrained_arch=None) -> Merger:
+    """Plan and method from model directories; refuses incompatible pairs before reading tensor data."""
+    m = make_method(method, params)
+    require_pretrained(m, pretrained is not None)  # before reading any checkpoint
+    plan = build_plan(Checkpoint(base), Checkpoint(other), Checkpoint(pretrained) if pretrained else None,
+                      base_arch, other_arch, pretrained_arch)
+    return Merger(plan, m)
+
+
+def _guard_output(out: FsPath, inputs: list[FsPath], force: bool) -> None:
+    for src in inputs:
+        src = src.resolve()
+        if out == src or src in out.parents or out in src.parents:
+            raise AdammsError(f"output {out} overlaps the input {src}; choose an output outside the inputs")
+    if out.exists() and not force:
+        raise AdammsError(f"output {out} already exists; pass --force to replace it or choose another --out")
+
+
+def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_shard_size: str = "1GB",
+                 progress: bool = True, extra_record: dict | None = None) -> FsPath:
+    """Stream the merged checkpoint tensor by tensor into a temporary folder, then rename it to out_dir."""
+    plan, method = merger.plan, merger.method
+    lam = method.check_coefficient(lam)
+    out = FsPath(out_dir).resolve()
+    sources = [plan.base.source.path, plan.other.source.path] + ([plan.pretrained.source.path] if plan.pretrained else [])
+    _guard_output(out, sources, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    started = time.time()
+    try:
+        entries = {e.key: e for e in plan.entries}
+        meta = {k: torch.empty(e.shape, dtype=e.dtype, device="meta") for k, e in entries.items()}
+        split = split_torch_state_dict_into_shards(meta, filename_pattern="model{suffix}.safetensors",
+                                                   max_shard_size=max_shard_size)
+        total = sum(t.numel() * t.element_size() for t in meta.values())
+        merger.prepare()
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"{method.name} {method.coefficient}={lam:g}",
+                  disable=not progress) as bar:
+            for filename, keys in split.filename_to_tensors.items():
+                shard = {}
+                for k in keys:
+                    shard[k] = merger.tensor(entries[k], lam).contiguous()
+                    bar.update(meta[k].numel() * meta[k].element_size())
+                save_file(shard, str(tmp / filename), metadata={"format": "pt"})
+                del shard
+        if split.is_sharded:
+            index = {"metadata": {**split.metadata, "total_size": total}, "weight_map": split.tensor_to_filename}
+            (tmp / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True))
+        _copy_side_files(plan.base.source.path, tmp)
+        record = {"method": method.describe(), method.coefficient: lam,
+                  "base": str(plan.base.source.path), "other": str(plan.other.source.path),
+                  "pretrained": str(plan.pretrained.source.path) if plan.pretrained else None,
+                  "plan": plan.summary(), "seconds": round(time.time() - started, 2), **(extra_record or {})}
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _copy_side_files(src: FsPath, dst: FsPath) -> None:
+    """Config, tokenizer, processor, chat template and remote-code files of the base; not its weights."""
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith(WEIGHT_FILE_PREFIXES) and f.name not in (SAFE_INDEX, BIN_INDEX,
+                                                                                           RECORD_FILE):
+            shutil.copy2(f, dst / f.name)

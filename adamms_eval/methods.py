@@ -1,0 +1,321 @@
+"""Merge methods as small registered classes with declared parameters (names and defaults of mergekit).
+
+Every method turns one tensor into a path θ(λ) = A + λ·B, so a caller can move along the method's
+coefficient without recomputing trim masks or signs:
+- linear (AdaMMS, eq. 1): θ(α) = lerp(θ_base, f(θ_base), α); stored as its two end points.
+- task-vector methods: θ(λ) = θ0 + λ·τ_merged with τ_i = θ_i − θ0.
+Arithmetic is fp32; A and B are stored in the base tensor's dtype and `Path.point` applies one torch
+kernel to them, so a streamed merge and an in-place switch of a loaded model give the same bits.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from .errors import AdammsError
+
+
+@dataclass
+class Path:
+    a: torch.Tensor
+    b: torch.Tensor
+    kind: str  # "lerp": lerp(a, b, λ); "axpy": a + λ·b
+
+    def point(self, lam: float, out: torch.Tensor | None = None) -> torch.Tensor:
+        if self.kind == "lerp":
+            return torch.lerp(self.a, self.b, lam, out=out)
+        return torch.add(self.a, self.b, alpha=lam, out=out)
+
+    def to(self, device=None, non_blocking: bool = False, pin: bool = False) -> "Path":
+        a, b = (t.to(device, non_blocking=non_blocking) for t in (self.a, self.b))
+        if pin:
+            a, b = a.pin_memory(), b.pin_memory()
+        return Path(a, b, self.kind)
+
+
+def _bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    if str(v).lower() in ("1", "true", "yes"):
+        return True
+    if str(v).lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected true/false, got {v!r}")
+
+
+def _weights(v) -> tuple[float, float]:
+    """`weight=0.5` for both models or `weight=0.3,0.7` for (base, other)."""
+    if isinstance(v, (int, float)):
+        return float(v), float(v)
+    parts = [float(x) for x in str(v).split(",")] if isinstance(v, str) else [float(x) for x in v]
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) != 2:
+        raise ValueError("give one weight or two (base,other)")
+    return parts[0], parts[1]
+
+
+def _density(v) -> float:
+    d = float(v)
+    if not 0.0 < d <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {d}")
+    return d
+
+
+def _choice(*options):
+    def parse(v):
+        v = str(v).lower()
+        if v not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {v!r}")
+        return v
+    return parse
+
+
+def _rescale(v) -> str:
+    """mergekit's rescale=true keeps the L1 norm; 'density' divides by density (paper / peft)."""
+    s = str(v).lower()
+    if s in ("density", "l1"):
+        return s
+    return "l1" if _bool(v) else "none"
+
+
+@dataclass(frozen=True)
+class Param:
+    default: object
+    parse: Callable
+    help: str
+
+
+REGISTRY: dict[str, type["MergeMethod"]] = {}
+
+
+def register(cls):
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def make_method(name: str, params: dict | None = None) -> "MergeMethod":
+    if name not in REGISTRY:
+        raise AdammsError(f"unknown merge method '{name}'; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name](params or {})
+
+
+class MergeMethod:
+    name = ""
+    coefficient = "lambda"             # the parameter that moves along the path
+    coefficient_range = (0.0, None)
+    needs_pretrained = True
+    params: dict[str, Param] = {}
+
+    def __init__(self, values: dict):
+        unknown = set(values) - set(self.params) - {self.coefficient}
+        if unknown:
+            raise AdammsError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(self.params) or 'none'}")
+        self.p = {}
+        for name, spec in self.params.items():
+            try:
+                self.p[name] = spec.parse(values.get(name, spec.default))
+            except (TypeError, ValueError) as e:
+                raise AdammsError(f"{self.name}: bad value for {name}: {e}") from None
+        self.default_coefficient = float(values[self.coefficient]) if self.coefficient in values else None
+
+    def check_coefficient(self, lam: float) -> float:
+        lo, hi = self.coefficient_range
+        lam = float(lam)
+        if lam != lam or lam < lo or (hi is not None and lam > hi):
+            rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise AdammsError(f"{self.name}: {self.coefficient} {lam} is outside {rng}; pick a value in range")
+        return lam
+
+    def describe(self) -> dict:
+        return {"method": self.name, "coefficient": self.coefficient, "params": self.p}
+
+    def prepare(self, task_vectors: Callable[[], Iterator[tuple[str, list[torch.Tensor]]]]) -> None:
+        """Whole-model statistics (MetaGPT norms, global TIES threshold); most methods need none."""
+
+    def path(self, key: str, base: torch.Tensor, other: torch.Tensor, theta0: torch.Tensor | None) -> Path:
+        taus = [base.float() - theta0.float(), other.float() - theta0.float()]
+        merged = self.combine(key, taus)
+        return Path(theta0.to(base.dtype), merged.to(base.dtype), "axpy")
+
+    def combine(self, key: str, taus: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@register
+class Linear(MergeMethod):
+    name = "linear"
+    coefficient = "alpha"
+    coefficient_range = (0.0, 1.0)
+    needs_pretrained = False
+
+    def path(self, key, base, other, theta0):
+        return Path(base, other.to(base.dtype), "lerp")
+
+
+def _weighted_sum(taus, weights, normalize):
+    out = sum(w * t for w, t in zip(weights, taus))
+    return out / sum(weights) if normalize else out
+
+
+@register
+class TaskArithmetic(MergeMethod):
+    name = "task_arithmetic"
+    params = {"weight": Param(1.0, _weights, "task-vector weight, one or base,other"),
+              "normalize": Param(False, _bool, "divide by the sum of weights")}
+
+    def combine(self, key, taus):
+        return _weighted_sum(taus, self.p["weight"], self.p["normalize"])
+
+
+def _kth_largest_threshold(absval: torch.Tensor, k: int) -> float:
+    return absval.flatten().kthvalue(absval.numel() - k + 1).values.item()
+
+
+def _elect_and_merge(deltas, weights, normalize):
+    """TIES sign election ('sum') and disjoint merge, as mergekit: zero-sum ties elect +."""
+    stacked = torch.stack(deltas)
+    majority = torch.where(stacked.sum(0) >= 0, 1.0, -1.0)
+    mask = (torch.sign(stacked) == majority).float()
+    merged = (stacked * mask).sum(0)
+    if not normalize:
+        return merged
+    w = torch.tensor(weights, dtype=torch.float32).view(-1, *([1] * (stacked.dim() - 1)))
+    divisor = (w * mask).sum(0)
+    divisor[divisor.abs() < 1e-8] = 1.0
+    return merged / divisor
+
+
+@register
+class Ties(MergeMethod):
+    name = "ties"
+    params = {"weight": Param(1.0, _weights, "task-vector weight, one or base,other"),
+              "density": Param(1.0, _density, "fraction of each task vector kept by magnitude"),
+              "normalize": Param(True, _bool, "divide by the weights of agreeing entries (false = disjoint sum)"),
+              "trim": Param("tensor", _choice("tensor", "global"),
+                            "top-K per tensor (mergekit) or over the whole language model (paper's baseline)")}
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.global_thresholds: list[float] | None = None
+
+    def prepare(self, task_vectors):
+        if self.p["trim"] == "global" and self.p["density"] < 1.0:
+            self.global_thresholds = global_thresholds(task_vectors, self.p["density"])
+
+    def trim(self, tau: torch.Tensor, i: int) -> torch.Tensor:
+        density = self.p["density"]
+        if density >= 1.0:
+            return tau
+        if self.global_thresholds is not None:
+            thr = self.global_thresholds[i]
+        else:
+            k = int(density * tau.numel())
+            if k <= 0:
+                return torch.zeros_like(tau)
+            thr = _kth_largest_threshold(tau.abs(), k)
+        return tau * (tau.abs() >= thr)
+
+    def combine(self, key, taus):
+        deltas = [w * self.trim(t, i) for i, (w, t) in enumerate(zip(self.p["weight"], taus))]
+        return _elect_and_merge(deltas, self.p["weight"], self.p["normalize"])
+
+
+def global_thresholds(task_vectors, density: float) -> list[float]:
+    """Exact k-th largest |τ_i| over all tensors, by radix selection on fp32 bit patterns (2 passes)."""
+    counts = None
+    for _, taus in task_vectors():
+        if counts is None:
+            counts = [0] * len(taus)
+        counts = [c + t.numel() for c, t in zip(counts, taus)]
+    ks = [max(1, int(density * n)) for n in counts]
+    hi = [torch.zeros(1 << 16, dtype=torch.int64) for _ in ks]
+    for _, taus in task_vectors():
+        for h, t in zip(hi, taus):
+            h += torch.bincount((t.abs().flatten().view(torch.int32) >> 16).long(), minlength=1 << 16)
+    picks = [_select_bin(h, k) for h, k in zip(hi, ks)]
+    lo = [torch.zeros(1 << 16, dtype=torch.int64) for _ in ks]
+    for _, taus in task_vectors():
+        for h, t, (bin_hi, _) in zip(lo, taus, picks):
+            bits = t.abs().flatten().view(torch.int32)
+            sel = bits[(bits >> 16) == bin_hi]
+            h += torch.bincount((sel & 0xFFFF).long(), minlength=1 << 16)
+    out = []
+    for h, (bin_hi, k_rest) in zip(lo, picks):
+        bin_lo, _ = _select_bin(h, k_rest)
+        out.append(torch.tensor([(bin_hi << 16) | bin_lo], dtype=torch.int32).view(torch.float32).item())
+    return out
+
+
+def _select_bin(hist: torch.Tensor, k: int) -> tuple[int, int]:
+    """Bin holding the k-th largest value, and the rank of that value inside the bin."""
+    from_top = hist.flip(0).cumsum(0)
+    idx = int(torch.searchsorted(from_top, torch.tensor(k)).item())
+    before = int(from_top[idx - 1]) if idx > 0 else 0
+    return len(hist) - 1 - idx, k - before
+
+
+class _Dare(MergeMethod):
+    params = {"weight": Param(1.0, _weights, "task-vector weight, one or base,other"),
+              "density": Param(1.0, _density, "probability of keeping each task-vector entry"),
+              "rescale": Param("l1", _rescale, "true/l1: keep the L1 norm (mergekit); density: divide by density; false"),
+              "normalize": Param(False, _bool, "divide by the sum of weights"),
+              "seed": Param(0, int, "random seed of the drop masks")}
+
+    def drop(self, key: str, tau: torch.Tensor, i: int) -> torch.Tensor:
+        density = self.p["density"]
+        if density >= 1.0:
+            return tau
+        # One generator per (seed, tensor, model): reproducible whatever the order tensors are visited in.
+        g = torch.Generator().manual_seed(self.p["seed"] * 1_000_003 + zlib.crc32(key.encode()) * 2 + i)
+        kept = tau * (torch.rand(tau.shape, generator=g) < density)
+        if self.p["rescale"] == "density":
+            return kept / density
+        if self.p["rescale"] == "l1":
+            norm_kept = kept.abs().sum()
+            return kept * (tau.abs().sum() / norm_kept) if norm_kept > 0 else kept
+        return kept
+
+
+@register
+class DareLinear(_Dare):
+    name = "dare_linear"
+
+    def combine(self, key, taus):
+        dropped = [self.drop(key, t, i) for i, t in enumerate(taus)]
+        return _weighted_sum(dropped, self.p["weight"], self.p["normalize"])
+
+
+@register
+class DareTies(_Dare):
+    name = "dare_ties"
+
+    def combine(self, key, taus):
+        deltas = [w * self.drop(key, t, i) for i, (w, t) in enumerate(zip(self.p["weight"], taus))]
+        return _elect_and_merge(deltas, self.p["weight"], self.p["normalize"])
+
+
+@register
+class MetaGPT(MergeMethod):
+    name = "metagpt"
+    params = {}
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.scales: list[float] | None = None
+
+    def prepare(self, task_vectors):
+        sq = None
+        for _, taus in task_vectors():
+            s = [float(t.double().pow(2).sum()) for t in taus]
+            sq = s if sq is None else [a + b for a, b in zip(sq, s)]
+        total = sum(sq or [0.0])
+        self.scales = [x / total for x in sq] if total > 0 else [1.0 / len(sq or [1, 1])] * len(sq or [1, 1])
+        self.p["scales"] = self.scales
+
+    def combine(self, key, taus):
+        return sum(s * t for s, t in zip(self.scales, taus))
