@@ -186,7 +186,7 @@ def _elect_and_merge(deltas, weights, normalize):
         return merged
     w = torch.tensor(weights, dtype=torch.float32).view(-1, *([1] * (stacked.dim() - 1)))
     divisor = (w * mask).sum(0)
-    divisor[divisor.abs() < 1e-8] = 1.0
+    divisor[divisor == 0] = 1.0
     return merged / divisor
 
 
@@ -214,9 +214,7 @@ class Ties(MergeMethod):
         if self.global_thresholds is not None:
             thr = self.global_thresholds[i]
         else:
-            k = int(density * tau.numel())
-            if k <= 0:
-                return torch.zeros_like(tau)
+            k = max(1, int(density * tau.numel()))  # as mergekit; entries tied with the k-th are kept too
             thr = _kth_largest_threshold(tau.abs(), k)
         return tau * (tau.abs() >= thr)
 

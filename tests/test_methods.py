@@ -1,0 +1,116 @@
+"""Merge methods on plain tensors, against the formulas of merge-methods.md."""
+import pytest
+import torch
+
+from adamms_eval.errors import AdammsError
+from adamms_eval.methods import global_thresholds, make_method
+
+
+def _path_at(method, base, other, theta0, lam, key="layers.0.mlp.up_proj.weight"):
+    return method.path(key, base, other, theta0).point(lam)
+
+
+def test_linear_is_lerp_and_alpha0_is_base_bits():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(64, 32, generator=g).bfloat16()
+    other = torch.randn(64, 32, generator=g).bfloat16()
+    m = make_method("linear")
+    assert torch.equal(_path_at(m, base, other, None, 0.0), base)
+    expected = ((1 - 0.3) * base.float() + 0.3 * other.float()).bfloat16()
+    got = _path_at(m, base, other, None, 0.3)
+    # fp32 arithmetic rounded once to bf16: at most one bf16 ulp from the fp32 formula
+    assert torch.allclose(got.float(), expected.float(), rtol=2 ** -7, atol=0)
+
+
+def test_task_arithmetic_formula():
+    t0, a, b = torch.randn(3, 50, 20).unbind(0)
+    m = make_method("task_arithmetic", {"weight": "0.3,0.7"})
+    got = _path_at(m, a, b, t0, 0.8)
+    torch.testing.assert_close(got, t0 + 0.8 * (0.3 * (a - t0) + 0.7 * (b - t0)))
+    mn = make_method("task_arithmetic", {"weight": "0.3,0.7", "normalize": "true"})
+    torch.testing.assert_close(_path_at(mn, a, b, t0, 1.0), t0 + (0.3 * (a - t0) + 0.7 * (b - t0)) / 1.0)
+
+
+def test_ties_hand_example_from_notes():
+    t0 = torch.zeros(4)
+    a = torch.tensor([1.0, -2.0, 3.0, -4.0])
+    b = torch.tensor([-1.0, 2.0, 1.0, 4.0])
+    m = make_method("ties", {"density": 0.5, "normalize": "false"})
+    # trim keeps [3,-4] and [2,4]; signs +: 3+... -> elected signs [+,+,+,+]; disjoint sum
+    assert torch.equal(_path_at(m, a, b, t0, 1.0), torch.tensor([0.0, 2.0, 3.0, 4.0]))
+    mean = make_method("ties", {"density": 0.5})
+    assert torch.equal(_path_at(mean, a, b, t0, 1.0), torch.tensor([0.0, 2.0, 3.0, 4.0]))
+
+
+def test_ties_normalize_divides_by_agreeing_weights():
+    t0 = torch.zeros(3)
+    a = torch.tensor([1.0, 2.0, -1.0])
+    b = torch.tensor([3.0, -1.0, -3.0])
+    m = make_method("ties", {"density": 1.0})
+    # elected signs: +, +, -; entry 0: both agree -> mean 2; entry 1: only a -> 2; entry 2: both -> -2
+    assert torch.equal(_path_at(m, a, b, t0, 1.0), torch.tensor([2.0, 2.0, -2.0]))
+
+
+def test_dare_is_seeded_and_rescales():
+    t0 = torch.zeros(1000)
+    a, b = torch.randn(2, 1000).unbind(0)
+    m1 = make_method("dare_linear", {"density": 0.3, "seed": 5, "rescale": "density"})
+    m2 = make_method("dare_linear", {"density": 0.3, "seed": 5, "rescale": "density"})
+    m3 = make_method("dare_linear", {"density": 0.3, "seed": 6, "rescale": "density"})
+    x1, x2, x3 = (_path_at(m, a, b, t0, 1.0) for m in (m1, m2, m3))
+    assert torch.equal(x1, x2) and not torch.equal(x1, x3)
+    drop = m1.drop("layers.0.mlp.up_proj.weight", a, 0)
+    kept = drop != 0
+    assert 0.2 < kept.float().mean() < 0.4
+    torch.testing.assert_close(drop[kept], a[kept] / 0.3)
+    l1 = make_method("dare_linear", {"density": 0.3, "seed": 5}).drop("k", a, 0)
+    torch.testing.assert_close(l1.abs().sum(), a.abs().sum())
+
+
+def test_dare_ties_density1_equals_ties():
+    t0, a, b = torch.randn(3, 40, 8).unbind(0)
+    x = _path_at(make_method("dare_ties", {"density": 1.0}), a, b, t0, 1.0)
+    y = _path_at(make_method("ties", {"density": 1.0, "normalize": "false"}), a, b, t0, 1.0)
+    torch.testing.assert_close(x, y)
+
+
+def test_global_threshold_is_exact_kth_largest():
+    g = torch.Generator().manual_seed(1)
+    tensors = [torch.randn(n, generator=g) * s for n, s in ((1000, 1.0), (333, 3.0), (4097, 0.01))]
+
+    def tvs():
+        for i, t in enumerate(tensors):
+            yield str(i), [t, -2 * t]
+
+    for density in (0.5, 0.1, 0.9):
+        thr = global_thresholds(tvs, density)
+        allabs = torch.cat([t.abs() for t in tensors])
+        k = int(density * allabs.numel())
+        kth = allabs.sort(descending=True).values[k - 1].item()
+        assert thr[0] == kth
+        assert thr[1] == pytest.approx(2 * kth, rel=1e-6)
+
+
+def test_metagpt_scales_by_squared_norms():
+    t0 = torch.zeros(10)
+    a, b = torch.ones(10), 2 * torch.ones(10)
+    m = make_method("metagpt")
+    m.prepare(lambda: iter([("k", [a - t0, b - t0])]))
+    assert m.scales == pytest.approx([0.2, 0.8])
+    torch.testing.assert_close(_path_at(m, a, b, t0, 1.0), 0.2 * a + 0.8 * b)
+
+
+@pytest.mark.parametrize("name,params,needle", [
+    ("ties", {"density": "0"}, "density"),
+    ("ties", {"density": "1.5"}, "density"),
+    ("ties", {"colour": "red"}, "unknown parameter"),
+    ("nope", {}, "unknown merge method"),
+])
+def test_bad_parameters_are_named(name, params, needle):
+    with pytest.raises(AdammsError, match=needle):
+        make_method(name, params)
+
+
+def test_alpha_outside_range():
+    with pytest.raises(AdammsError, match="outside"):
+        make_method("linear").check_coefficient(1.5)
