@@ -36,10 +36,16 @@ class PlanEntry:
     pretrained: list[SlotRef] | None = None
     reason: str = ""                 # why kept; empty when merged
     vocab: VocabAlignment | None = None
+    branch: str | None = None        # duplicated-copy branch (CogVLM vision expert, mPLUG multiway.1)
 
     @property
     def merged(self) -> bool:
         return not self.reason
+
+    @property
+    def canonical_name(self) -> str:
+        """Layout-independent name (same for a checkpoint on disk and the loaded model), e.g. to seed DARE."""
+        return (f"{self.branch}:" if self.branch else "") + "+".join(self.slots)
 
 
 class ModelSide:
@@ -146,7 +152,7 @@ def build_plan(base_src, other_src, pretrained_src=None, base_arch: str | None =
 def _entry(key, base: ModelSide, other: ModelSide, theta0: ModelSide | None, vocab) -> PlanEntry:
     info = base.source.info(key)
     role = base.roles[key]
-    e = PlanEntry(key, info.shape, info.dtype, role.group, role.slots)
+    e = PlanEntry(key, info.shape, info.dtype, role.group, role.slots, branch=role.duplicate_of)
     if not role.is_lm:
         e.reason = f"{role.group}: no counterpart (base weights kept)" if role.group != "unrecognised" else \
             f"not described by the {base.adapter.name} adapter (kept)"

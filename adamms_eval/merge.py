@@ -61,7 +61,7 @@ class Merger:
             if e.vocab is None:
                 base, other, theta0 = self.inputs(e)
                 t0 = theta0.float()
-                yield e.key, [base.float() - t0, other.float() - t0]
+                yield e.canonical_name, [base.float() - t0, other.float() - t0]
 
     def prepare(self) -> None:
         if not self._prepared and self.method.needs_pretrained:
@@ -71,7 +71,7 @@ class Merger:
     def path(self, e: PlanEntry) -> Path:
         self.prepare()
         base, other, theta0 = self.inputs(e)
-        path = self.method.path(e.key, base, other, theta0)
+        path = self.method.path(e.canonical_name, base, other, theta0)
         if e.vocab is None:
             return path
         # Rows outside the alignment stay at the base: A = base there, and B = base (lerp) or 0 (axpy).
