@@ -1,0 +1,1 @@
+"""Harness integrations of adamms-eval (installed as `adamms_eval_adapters`)."""
