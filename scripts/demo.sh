@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The shipped tiny demo: build tiny Qwen2-VL / LLaVA-OneVision checkpoints that share a Qwen2 θ0,
-# show the merge plan, merge LLaVA-OneVision into Qwen2-VL at α=0.3, and load + run the result.
+# show the merge plan, merge LLaVA-OneVision into Qwen2-VL at α=0.3 and load + run the result, then
+# run lmms-eval with `--model adamms ... alpha=auto` on the offline shapes tasks (the main job).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -28,4 +29,27 @@ inputs = proc(text=[prompt], images=[image], return_tensors="pt")
 out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
 print("generated token ids:", out[0, inputs.input_ids.shape[1]:].tolist())
 print(f"demo OK: {path} loads as {type(model).__name__} and generates")
+PY
+
+echo "== lmms-eval --model adamms alpha=auto (per-task coefficient search on the offline shapes tasks)"
+"$BIN/python" tasks/make_offline_tasks.py > /dev/null
+rm -rf "$OUT/lmms_eval"
+"$BIN/lmms-eval" --model adamms \
+  --model_args "base=$OUT/zoo/qwen2_vl,other=$OUT/zoo/llava_ov_hf,alpha=auto,cache_dir=$OUT/cache" \
+  --tasks adamms_shapes --include_path tasks --limit "${DEMO_LIMIT:-12}" \
+  --output_path "$OUT/lmms_eval" --log_samples
+# lmms-eval exits 0 even when evaluation fails: the results and search files are the real signal
+results=$(find "$OUT/lmms_eval" -name '*_results.json' | head -n 1)
+record=$(find "$OUT/lmms_eval" -name adamms_search.json | head -n 1)
+if [[ -z "$results" || -z "$record" ]]; then
+  echo "demo FAILED: lmms-eval wrote no results (see the log above)" >&2
+  exit 1
+fi
+"$BIN/python" - "$record" <<'PY'
+import json, sys
+rec = json.load(open(sys.argv[1]))
+for task, r in rec["tasks"].items():
+    scores = ", ".join(f"{a}: {d:g}" for a, d in r["scores"].items())
+    print(f"{task:24} chose {r['coefficient']}={r['alpha']:g}   D = {{{scores}}}   n={r['subset_size']}")
+print(f"search record and plots: {sys.argv[1].rsplit('/', 1)[0]}")
 PY
