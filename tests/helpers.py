@@ -18,3 +18,25 @@ def state_dict(d: Path) -> dict[str, torch.Tensor]:
 def lerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     """Equation (1) in fp32: (1 - α)·a + α·b."""
     return (1 - alpha) * a.float() + alpha * b.float()
+
+
+def write_header_only_safetensors(path: Path, shapes: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """A valid safetensors file whose data section is a hole (sparse): real-size headers at no disk cost.
+
+    Lets tests plan real 7B layouts; the safetensors library cannot write a file without the data.
+    """
+    import json
+    import struct
+    sizes = {"BF16": 2, "F16": 2, "F32": 4}
+    header, offset = {}, 0
+    for name, (shape, dtype) in shapes.items():
+        n = sizes[dtype]
+        for s in shape:
+            n *= s
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(blob)) + blob)
+        fh.truncate(8 + len(blob) + offset)
