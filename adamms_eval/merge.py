@@ -42,18 +42,23 @@ class Merger:
         self.plan, self.method = plan, method
         self._prepared = False
 
-    def inputs(self, e: PlanEntry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Base, mapped other and θ0 for a merged entry (vocabulary rows selected)."""
+    def _read(self, e: PlanEntry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Base, mapped other and θ0 tensors of a merged entry, checked for NaN/Inf."""
         p = self.plan
         base = _finite(p.base.source.get(e.key), e.key, p.base.source.path)
         other = _finite(p.other.gather(e.other), e.other[0].key, p.other.source.path)
         theta0 = None
         if e.pretrained is not None and self.method.needs_pretrained:
             theta0 = _finite(p.pretrained.gather(e.pretrained), e.pretrained[0].key, p.pretrained.source.path)
-        if e.vocab is not None:
-            base, other = e.vocab.select(base), e.vocab.select(other)
-            theta0 = None if theta0 is None else e.vocab.select(theta0)
         return base, other, theta0
+
+    @staticmethod
+    def _rows(e: PlanEntry, t: torch.Tensor | None) -> torch.Tensor | None:
+        return t if t is None or e.vocab is None else e.vocab.select(t)
+
+    def inputs(self, e: PlanEntry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Base, mapped other and θ0 for a merged entry, vocabulary rows selected."""
+        return tuple(self._rows(e, t) for t in self._read(e))
 
     def task_vectors(self) -> Iterator[tuple[str, list[torch.Tensor]]]:
         """τ_base and τ_other of the language model without embeddings / lm_head, for whole-model statistics."""
@@ -70,12 +75,11 @@ class Merger:
 
     def path(self, e: PlanEntry) -> Path:
         self.prepare()
-        base, other, theta0 = self.inputs(e)
-        path = self.method.path(e.canonical_name, base, other, theta0)
+        full, other, theta0 = self._read(e)
+        path = self.method.path(e.canonical_name, *(self._rows(e, t) for t in (full, other, theta0)))
         if e.vocab is None:
             return path
         # Rows outside the alignment stay at the base: A = base there, and B = base (lerp) or 0 (axpy).
-        full = self.plan.base.source.get(e.key)
         a = e.vocab.scatter(full.clone(), path.a)
         b = e.vocab.scatter(full.clone() if path.kind == "lerp" else torch.zeros_like(full), path.b)
         return Path(a, b, path.kind)
