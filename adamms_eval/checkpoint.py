@@ -57,7 +57,27 @@ def _corrupt(file: Path, err: Exception) -> AdammsError:
                        "download or copy it again")
 
 
-class Checkpoint:
+class TensorSource:
+    """Named tensors with headers (shape, dtype) known up front; `get` reads one tensor."""
+    path: Path
+    config: dict
+    _infos: dict[str, TensorInfo]
+
+    def keys(self) -> list[str]:
+        return list(self._infos)
+
+    def info(self, key: str) -> TensorInfo:
+        return self._infos[key]
+
+    @property
+    def infos(self) -> dict[str, TensorInfo]:
+        return self._infos
+
+    def get(self, key: str) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Checkpoint(TensorSource):
     """A model directory on disk: its config and lazily read tensors."""
 
     def __init__(self, path: str | os.PathLike):
@@ -121,17 +141,6 @@ class Checkpoint:
                 raise _corrupt(f, e) from None
         return self._handles[f]
 
-    # -- access ----------------------------------------------------------------------------
-    def keys(self) -> list[str]:
-        return list(self._infos)
-
-    def info(self, key: str) -> TensorInfo:
-        return self._infos[key]
-
-    @property
-    def infos(self) -> dict[str, TensorInfo]:
-        return self._infos
-
     def get(self, key: str) -> torch.Tensor:
         f = self._key_file[key]
         try:
@@ -148,7 +157,7 @@ class Checkpoint:
         return {str(f): (f.stat().st_size, f.stat().st_mtime) for f in self.files}
 
 
-class StateDictSource:
+class StateDictSource(TensorSource):
     """A loaded model's state dict seen through the same interface as a Checkpoint."""
 
     def __init__(self, state_dict: dict[str, torch.Tensor], config: dict, path: str = "<in-memory model>"):
@@ -156,16 +165,6 @@ class StateDictSource:
         self.config = config
         self._sd = state_dict
         self._infos = {k: TensorInfo(tuple(t.shape), t.dtype) for k, t in state_dict.items()}
-
-    def keys(self) -> list[str]:
-        return list(self._infos)
-
-    def info(self, key: str) -> TensorInfo:
-        return self._infos[key]
-
-    @property
-    def infos(self) -> dict[str, TensorInfo]:
-        return self._infos
 
     def get(self, key: str) -> torch.Tensor:
         return self._sd[key]
