@@ -31,13 +31,6 @@ class TensorInfo:
     shape: tuple[int, ...]
     dtype: torch.dtype
 
-    @property
-    def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
 
 def load_config(path: str | os.PathLike) -> dict:
     path = Path(path)
