@@ -153,7 +153,8 @@ class Adamms(lmms):
                 return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
 
             alpha = self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=True))
-            self.merged.set(alpha)
+            if self.merged.value != alpha:  # a fixed α is set once, at construction
+                self.merged.set(alpha)
             for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
                 out[i] = resp
         return out
@@ -168,7 +169,8 @@ class Adamms(lmms):
                 return [min(i.payload, key=lambda r: self._nll(r)[0]).args[1].strip() for i in inputs]
 
             alpha = self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=False))
-            self.merged.set(alpha)
+            if self.merged.value != alpha:  # a fixed α is set once, at construction
+                self.merged.set(alpha)
             for i, r in zip(idx, reqs):
                 out[i] = GenerationResult(text=self._nll(r))  # lmms-eval would stringify a bare tuple
         return out
