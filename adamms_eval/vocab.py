@@ -6,7 +6,6 @@ smaller vocabulary. Rows of the base outside the alignment keep the base's value
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path

@@ -34,18 +34,18 @@ def _load(d):
 
 
 CASES = [
-    ("linear", {"weight": 1.0}, {}, 0.5),
-    ("linear", {"weight": (0.7, 0.3)}, {}, 0.3),
-    ("task_arithmetic", {"weight": (1.0, 1.0)}, {"lambda": 0.8}, None),
-    ("task_arithmetic", {"weight": (0.3, 0.7)}, {"lambda": 1.0, "normalize": True}, None),
-    ("ties", {"weight": (1.0, 1.0), "density": 0.5}, {}, None),
-    ("ties", {"weight": (1.0, 1.0), "density": 1.0}, {"lambda": 0.7, "normalize": False}, None),
-    ("dare_ties", {"weight": (1.0, 1.0), "density": 1.0}, {}, None),
+    ("linear", {"weight": 1.0}, {}),
+    ("linear", {"weight": (0.7, 0.3)}, {}),
+    ("task_arithmetic", {"weight": (1.0, 1.0)}, {"lambda": 0.8}),
+    ("task_arithmetic", {"weight": (0.3, 0.7)}, {"lambda": 1.0, "normalize": True}),
+    ("ties", {"weight": (1.0, 1.0), "density": 0.5}, {}),
+    ("ties", {"weight": (1.0, 1.0), "density": 1.0}, {"lambda": 0.7, "normalize": False}),
+    ("dare_ties", {"weight": (1.0, 1.0), "density": 1.0}, {}),
 ]
 
 
-@pytest.mark.parametrize("method,per_model,global_params,alpha", CASES)
-def test_matches_mergekit(llama_pair, tmp_path, method, per_model, global_params, alpha):
+@pytest.mark.parametrize("method,per_model,global_params", CASES)
+def test_matches_mergekit(llama_pair, tmp_path, method, per_model, global_params):
     w = per_model["weight"]
     wa, wb = w if isinstance(w, tuple) else (w, w)
     extra = {k: v for k, v in per_model.items() if k != "weight"}
