@@ -50,6 +50,32 @@ def _corrupt(file: Path, err: Exception) -> AdammsError:
                        "download or copy it again")
 
 
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a model directory (shards listed by an index, or one file)."""
+    p = Path(path)
+    for index in (SAFE_INDEX, BIN_INDEX):
+        if (p / index).is_file():
+            try:
+                weight_map = json.loads((p / index).read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise AdammsError(f"{p / index}: unreadable shard index ({e}); copy the checkpoint again") from None
+            files = sorted({p / f for f in weight_map.values()})
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise AdammsError(f"{p}: shard files listed in {index} are missing: {', '.join(missing[:3])}; "
+                                  "copy the complete checkpoint")
+            return files
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (p / single).is_file():
+            return [p / single]
+    raise AdammsError(f"{p}: no weights found (model.safetensors, {SAFE_INDEX}, pytorch_model.bin or {BIN_INDEX})")
+
+
+def file_stamps(files: list[Path]) -> dict[str, tuple[int, float]]:
+    """Size and mtime of every weight file, to notice a checkpoint that changed on disk."""
+    return {str(f): (f.stat().st_size, f.stat().st_mtime) for f in files}
+
+
 class TensorSource:
     """Named tensors with headers (shape, dtype) known up front; `get` reads one tensor."""
     path: Path
@@ -76,32 +102,13 @@ class Checkpoint(TensorSource):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.config = load_config(self.path)
-        self.files = self._weight_files()
+        self.files = weight_files(self.path)
         self._key_file: dict[str, Path] = {}
         self._infos: dict[str, TensorInfo] = {}
         self._handles: dict[Path, object] = {}
         self._read_headers()
 
     # -- discovery -------------------------------------------------------------------------
-    def _weight_files(self) -> list[Path]:
-        p = self.path
-        for index in (SAFE_INDEX, BIN_INDEX):
-            if (p / index).is_file():
-                try:
-                    weight_map = json.loads((p / index).read_text())["weight_map"]
-                except (json.JSONDecodeError, KeyError) as e:
-                    raise AdammsError(f"{p / index}: unreadable shard index ({e}); copy the checkpoint again") from None
-                files = sorted({p / f for f in weight_map.values()})
-                missing = [f.name for f in files if not f.is_file()]
-                if missing:
-                    raise AdammsError(f"{p}: shard files listed in {index} are missing: {', '.join(missing[:3])}; "
-                                      "copy the complete checkpoint")
-                return files
-        for single in ("model.safetensors", "pytorch_model.bin"):
-            if (p / single).is_file():
-                return [p / single]
-        raise AdammsError(f"{p}: no weights found (model.safetensors, {SAFE_INDEX}, pytorch_model.bin or {BIN_INDEX})")
-
     def _read_headers(self) -> None:
         for f in self.files:
             if f.suffix == ".safetensors":
@@ -146,8 +153,7 @@ class Checkpoint(TensorSource):
             raise _corrupt(f, e) from None
 
     def stamp(self) -> dict[str, tuple[int, float]]:
-        """Size and mtime of every weight file, to notice a checkpoint that changed on disk."""
-        return {str(f): (f.stat().st_size, f.stat().st_mtime) for f in self.files}
+        return file_stamps(self.files)
 
 
 class StateDictSource(TensorSource):

@@ -93,10 +93,6 @@ class LazyMerge:
                 out[key] = t.data
         return out
 
-    def bytes_needed(self, entries=None) -> int:
-        entries = entries if entries is not None else self.plan.merged
-        return sum(2 * self._params[e.key].numel() * self._params[e.key].element_size() for e in entries)
-
     def _choose_storage(self, storage: str, entries) -> str:
         per_device: dict[torch.device, int] = {}
         for e in entries:

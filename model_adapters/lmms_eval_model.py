@@ -19,7 +19,7 @@ from lmms_eval.models import get_model
 
 from adamms_eval.autosearch import CoefficientSearch, SearchInput
 from adamms_eval.cache import default_cache_dir, digest
-from adamms_eval.checkpoint import Checkpoint, load_config
+from adamms_eval.checkpoint import file_stamps, load_config, weight_files
 from adamms_eval.errors import AdammsError
 from adamms_eval.lazy import LazyMerge
 from adamms_eval.methods import REGISTRY
@@ -73,7 +73,7 @@ class Adamms(lmms):
         identity = {"base": str(Path(base).resolve()), "other": str(Path(other).resolve()),
                     "pretrained": str(Path(pretrained).resolve()) if pretrained else None,
                     "method": self.merged.method.describe(), "backend": self.backend_name,
-                    "stamps": {**Checkpoint(base).stamp(), **self.merged.other.stamp()}}
+                    "stamps": {**file_stamps(weight_files(base)), **self.merged.other.stamp()}}  # stats only
         self.search = CoefficientSearch(self.merged, self.alphas, int(search_samples), int(search_seed), metric,
                                         embedding_model, Path(cache_dir) if cache_dir else default_cache_dir(),
                                         identity, progress=self.rank == 0)
