@@ -211,12 +211,13 @@ class Ties(MergeMethod):
         density = self.p["density"]
         if density >= 1.0:
             return tau
+        magnitude = tau.abs()
         if self.global_thresholds is not None:
             thr = self.global_thresholds[i]
         else:
             k = max(1, int(density * tau.numel()))  # as mergekit; entries tied with the k-th are kept too
-            thr = _kth_largest_threshold(tau.abs(), k)
-        return tau * (tau.abs() >= thr)
+            thr = _kth_largest_threshold(magnitude, k)
+        return tau * (magnitude >= thr)
 
     def combine(self, key, taus):
         deltas = [w * self.trim(t, i) for i, (w, t) in enumerate(zip(self.p["weight"], taus))]
