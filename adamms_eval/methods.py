@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import torch
 
 from .errors import AdammsError
+from .ties_kernels import elect, kth_largest_magnitude, ties_delta
 
 
 @dataclass
@@ -172,24 +173,6 @@ class TaskArithmetic(MergeMethod):
         return _weighted_sum(taus, self.p["weight"], self.p["normalize"])
 
 
-def _kth_largest_threshold(absval: torch.Tensor, k: int) -> float:
-    return absval.flatten().kthvalue(absval.numel() - k + 1).values.item()
-
-
-def _elect_and_merge(deltas, weights, normalize):
-    """TIES sign election ('sum') and disjoint merge, as mergekit: zero-sum ties elect +."""
-    stacked = torch.stack(deltas)
-    majority = torch.where(stacked.sum(0) >= 0, 1.0, -1.0)
-    mask = (torch.sign(stacked) == majority).float()
-    merged = (stacked * mask).sum(0)
-    if not normalize:
-        return merged
-    w = torch.tensor(weights, dtype=torch.float32).view(-1, *([1] * (stacked.dim() - 1)))
-    divisor = (w * mask).sum(0)
-    divisor[divisor == 0] = 1.0
-    return merged / divisor
-
-
 @register
 class Ties(MergeMethod):
     name = "ties"
@@ -207,21 +190,21 @@ class Ties(MergeMethod):
         if self.p["trim"] == "global" and self.p["density"] < 1.0:
             self.global_thresholds = global_thresholds(task_vectors, self.p["density"])
 
-    def trim(self, tau: torch.Tensor, i: int) -> torch.Tensor:
+    def thresholds(self, models: list[torch.Tensor], theta0: torch.Tensor) -> list[float | None]:
+        """Trim threshold of each task vector: entries with |τ_i| >= it are kept (None: all)."""
         density = self.p["density"]
         if density >= 1.0:
-            return tau
-        magnitude = tau.abs()
+            return [None] * len(models)
         if self.global_thresholds is not None:
-            thr = self.global_thresholds[i]
-        else:
-            k = max(1, int(density * tau.numel()))  # as mergekit; entries tied with the k-th are kept too
-            thr = _kth_largest_threshold(magnitude, k)
-        return tau * (magnitude >= thr)
+            return self.global_thresholds
+        # k as mergekit; entries tied with the k-th largest magnitude are kept too
+        return [kth_largest_magnitude(x, theta0, max(1, int(density * x.numel()))) for x in models]
 
-    def combine(self, key, taus):
-        deltas = [w * self.trim(t, i) for i, (w, t) in enumerate(zip(self.p["weight"], taus))]
-        return _elect_and_merge(deltas, self.p["weight"], self.p["normalize"])
+    def path(self, key, base, other, theta0):
+        models = [base, other]
+        delta = ties_delta(theta0, models, self.p["weight"], self.thresholds(models, theta0),
+                           self.p["normalize"], base.dtype)
+        return Path(theta0.to(base.dtype), delta, "axpy")
 
 
 def global_thresholds(task_vectors, density: float) -> list[float]:
@@ -295,7 +278,7 @@ class DareTies(_Dare):
 
     def combine(self, key, taus):
         deltas = [w * self.drop(key, t, i) for i, (w, t) in enumerate(zip(self.p["weight"], taus))]
-        return _elect_and_merge(deltas, self.p["weight"], self.p["normalize"])
+        return elect(deltas, self.p["weight"], self.p["normalize"])
 
 
 @register

@@ -1,0 +1,163 @@
+"""TIES trim and sign election, computed chunk by chunk in fp32.
+
+Whole-tensor fp32 temporaries (τ_i, |τ_i|, a stacked copy, masks) cost ~50 bytes per element and a full
+`kthvalue` per tensor; on a 65M-row embedding that was seconds and gigabytes. Here every step works on
+CHUNK elements at a time (a few MB that stay in cache); the exact top-k threshold comes from a sampled
+bracket and one counting pass, with numpy's introselect (~10x faster than torch.kthvalue) on what
+falls inside the bracket. So the memory does not grow with the tensor beyond the merged result itself.
+
+Boolean masks, `where` and `masked_fill` run several times slower than float ops on CPU, so:
+- trim is `hardshrink` (keeps |x| > λ) with λ the largest fp32 below the threshold, i.e. |x| >= threshold;
+- the election uses s = Σ d_i and the elected sign m = copysign(1, s) (a zero sum elects +, as
+  mergekit): d_i agrees exactly when d_i·m > 0, so Σ_agreeing d_i = m · Σ max(d_i·m, 0) and the
+  agreeing weight is Σ w_i·sign(max(d_i·m, 0)).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CHUNK = 1 << 20        # elements per step: each fp32 temporary is 4 MB
+SAMPLE = 1 << 15       # magnitudes drawn to bracket the k-th largest
+BAND_LIMIT = 1 << 24   # most bracketed magnitudes kept (64 MB) before falling back to a full buffer
+
+
+def spans(n: int) -> list[tuple[int, int]]:
+    return [(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
+
+
+def _magnitudes(xf: torch.Tensor, t0: torch.Tensor, s: int, e: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """|x − θ0| in fp32 for the flat range [s, e) (never writes into x: .float() of fp32 is x itself)."""
+    return torch.sub(xf[s:e].float(), t0[s:e].float(), out=out).abs_()
+
+
+def kth_largest_magnitude(x: torch.Tensor, theta0: torch.Tensor, k: int) -> float:
+    """The exact k-th largest |x − θ0| over the tensor, computed in fp32.
+
+    Large tensors: a seeded sample brackets the k-th largest between two magnitudes lo <= hi, one pass
+    counts the entries above hi, at hi and at lo and keeps those strictly between (~2% of them), and
+    the answer is read from those; bf16 task vectors take few distinct values, which is why the ties at
+    the bracket's ends are counted instead of kept. If the answer is not in the bracket (unlikely) or
+    the bracket holds too many entries, every magnitude goes into one fp32 buffer instead."""
+    xf, t0 = x.reshape(-1), theta0.reshape(-1)
+    n = xf.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} outside [1, {n}]")
+    if n > 16 * SAMPLE:
+        found = _kth_in_bracket(xf, t0, k, *_bracket(xf, t0, k))
+        if found is not None:
+            return found
+    magnitude = torch.empty(n, dtype=torch.float32)
+    for s, e in spans(n):
+        _magnitudes(xf, t0, s, e, out=magnitude[s:e])
+    return _kth_largest(magnitude.numpy(), k)
+
+
+def _kth_largest(values: np.ndarray, k: int) -> float:
+    n = values.size
+    values.partition(n - k)  # in place: values[n - k] is the (n − k + 1)-th smallest = the k-th largest
+    return float(values[n - k])
+
+
+def _bracket(xf: torch.Tensor, t0: torch.Tensor, k: int) -> tuple[float, float]:
+    """Magnitudes lo <= hi that hold the k-th largest between them with high probability."""
+    n = xf.numel()
+    picks = torch.randint(n, (SAMPLE,), generator=torch.Generator().manual_seed(n))
+    sample = torch.sub(xf[picks].float(), t0[picks].float()).abs_().numpy()
+    # The k-th largest sits near ascending sample position (1 − p)·SAMPLE, p = k/n; a binomial rank
+    # is within 6 standard deviations of that except with probability ~1e-9.
+    p = k / n
+    centre, margin = (1 - p) * SAMPLE, 6 * math.sqrt(SAMPLE * p * (1 - p)) + 4
+    i_lo, i_hi = max(int(centre - margin), 0), int(centre + margin)
+    if i_hi >= SAMPLE - 1:  # past the sample's top the bracket is open upwards (k is small: it holds the k largest)
+        return float(np.partition(sample, i_lo)[i_lo]), math.inf
+    ranked = np.partition(sample, [i_lo, i_hi])
+    return float(ranked[i_lo]), float(ranked[i_hi])
+
+
+def _kth_in_bracket(xf: torch.Tensor, t0: torch.Tensor, k: int, lo: float, hi: float) -> float | None:
+    """The k-th largest magnitude if it lies in [lo, hi] (one pass), else None."""
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    above = at_least_hi = above_lo = at_least_lo = 0
+    inside, held = [], 0
+    for s, e in spans(xf.numel()):
+        m = _magnitudes(xf, t0, s, e).numpy()
+        over_lo, under_hi = m > lo32, m < hi32
+        above += np.count_nonzero(m > hi32)
+        at_least_hi += m.size - np.count_nonzero(under_hi)
+        above_lo += np.count_nonzero(over_lo)
+        at_least_lo += np.count_nonzero(m >= lo32)
+        if held <= BAND_LIMIT:
+            inside.append(m[over_lo & under_hi])
+            held += inside[-1].size
+    # Counting down from the largest: above hi, equal to hi, strictly between, equal to lo.
+    rank = k - above
+    if rank <= 0:
+        return None
+    if rank <= at_least_hi - above:
+        return hi
+    rank -= at_least_hi - above
+    between = above_lo - at_least_hi if lo < hi else 0
+    if rank <= between:
+        return _kth_largest(np.concatenate(inside), rank) if held <= BAND_LIMIT else None
+    rank -= between
+    return lo if lo < hi and rank <= at_least_lo - above_lo else None
+
+
+def _below(threshold: float) -> float:
+    """The largest fp32 value below `threshold`: for fp32 x, |x| > it exactly when |x| >= threshold."""
+    return float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+
+
+def elect(deltas: list[torch.Tensor], weights: tuple[float, ...], normalize: bool) -> torch.Tensor:
+    """TIES sign election ('sum') and disjoint merge of the fp32 deltas w_i·trim(τ_i), which are
+    overwritten; normalize divides by the weights of the agreeing entries (no agreeing entry: 0)."""
+    elected = deltas[0].clone()
+    for d in deltas[1:]:
+        elected.add_(d)
+    # A sum of -0.0 happens only where every delta is ±0, so nothing agrees there whatever its sign.
+    elected = torch.copysign(torch.ones_like(elected), elected, out=elected)
+    agreeing = [d.mul_(elected).clamp_min_(0) for d in deltas]  # |d_i| where d_i has the elected sign
+    divisor = None
+    if normalize:
+        divisor = torch.sign(agreeing[0]).mul_(weights[0])
+        for a, w in zip(agreeing[1:], weights[1:]):
+            divisor.add_(torch.sign(a), alpha=w)
+        if min(weights) > 0:
+            # Where nothing agrees the numerator is 0 and any nonzero divisor gives 0; every other divisor
+            # is a sum of positive weights, so at least the smallest weight, and clamping leaves it alone.
+            divisor.clamp_min_(min(weights))
+        else:
+            divisor[divisor == 0] = 1.0
+    merged = agreeing[0]
+    for a in agreeing[1:]:
+        merged.add_(a)
+    if divisor is not None:
+        merged.div_(divisor)
+    return merged.mul_(elected)
+
+
+def ties_delta(theta0: torch.Tensor, models: list[torch.Tensor], weights: tuple[float, ...],
+               thresholds: list[float | None], normalize: bool, dtype: torch.dtype) -> torch.Tensor:
+    """Merged task vector of TIES: Σ_agreeing w_i·trim(τ_i) [/ Σ_agreeing w_i], stored in `dtype`.
+
+    trim keeps the entries with |τ_i| >= thresholds[i] (None, or a threshold <= 0, keeps all)."""
+    t0 = theta0.reshape(-1)
+    xs = [m.reshape(-1) for m in models]
+    shrink = [None if thr is None or thr <= 0 else _below(thr) for thr in thresholds]
+    out = torch.empty(t0.numel(), dtype=dtype)
+    for s, e in spans(t0.numel()):
+        base = t0[s:e].float()
+        deltas = []
+        for x, w, lam in zip(xs, weights, shrink):
+            d = x[s:e].to(torch.float32, copy=True).sub_(base)
+            if lam is not None:
+                d = F.hardshrink(d, lam)
+            if w != 1.0:
+                d.mul_(w)
+            deltas.append(d)
+        out[s:e] = elect(deltas, weights, normalize)
+    return out.view(theta0.shape)

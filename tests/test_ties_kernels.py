@@ -1,0 +1,102 @@
+"""The chunked TIES kernels against whole-tensor formulas (sort for top-k, mergekit's sign election)."""
+import pytest
+import torch
+
+from adamms_eval import ties_kernels
+from adamms_eval.methods import make_method
+
+
+@pytest.fixture
+def small_steps(monkeypatch):
+    """Many chunks and a sampled bracket already on tensors of ~10^5 entries."""
+    monkeypatch.setattr(ties_kernels, "CHUNK", 1 << 12)
+    monkeypatch.setattr(ties_kernels, "SAMPLE", 1 << 10)
+    answered = []
+    in_bracket = ties_kernels._kth_in_bracket
+
+    def spy(*args):
+        found = in_bracket(*args)
+        answered.append(found is not None)
+        return found
+
+    monkeypatch.setattr(ties_kernels, "_kth_in_bracket", spy)
+    return answered
+
+
+def _task_vectors(kind: str, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, θ0) pairs whose |x − θ0| has the distributions that matter: continuous, the few distinct values of
+    bf16 differences, many exact zeros (weights a fine-tune left unchanged), a single value."""
+    if kind == "continuous":
+        return torch.randn(n, generator=g), torch.zeros(n)
+    theta0 = (0.02 * torch.randn(n, generator=g)).bfloat16()
+    if kind == "bf16":
+        return (theta0.float() + 2e-3 * torch.randn(n, generator=g)).bfloat16(), theta0
+    if kind == "mostly_unchanged":
+        x = theta0.clone()
+        moved = torch.randperm(n, generator=g)[: n // 3]
+        x[moved] = (x[moved].float() + 1e-3 * torch.randn(moved.numel(), generator=g)).bfloat16()
+        return x, theta0
+    return theta0.clone(), theta0  # "unchanged": every magnitude is 0
+
+
+@pytest.mark.parametrize("kind", ["continuous", "bf16", "mostly_unchanged", "unchanged"])
+def test_kth_largest_magnitude_is_exact(small_steps, kind):
+    n = 100_003
+    x, theta0 = _task_vectors(kind, n, torch.Generator().manual_seed(3))
+    before = x.clone()
+    descending = (x.float() - theta0.float()).abs().sort(descending=True).values
+    for k in (1, 5, n // 10, n // 2, n // 2 + 1, 9 * n // 10, n):
+        assert ties_kernels.kth_largest_magnitude(x, theta0, k) == descending[k - 1].item(), k
+    assert torch.equal(x, before)
+    # the sampled bracket answers the usual densities itself (the full-buffer fallback is for rare cases)
+    assert all(small_steps[2:5]), small_steps
+
+
+def _reference_ties(theta0, models, weights, density, normalize):
+    """mergekit's TIES on whole fp32 tensors: top-k by sort, sum sign election, masked (weighted) mean."""
+    deltas = []
+    for x, w in zip(models, weights):
+        tau = x.float() - theta0.float()
+        k = max(1, int(density * tau.numel()))
+        thr = tau.abs().flatten().sort(descending=True).values[k - 1]
+        deltas.append(w * torch.where(tau.abs() >= thr, tau, torch.zeros_like(tau)))
+    stacked = torch.stack(deltas)
+    majority = torch.where(stacked.sum(0) >= 0, 1.0, -1.0)
+    agree = torch.sign(stacked) == majority
+    merged = (stacked * agree).sum(0)
+    if not normalize:
+        return merged
+    divisor = (torch.tensor(weights).view(-1, *([1] * theta0.dim())) * agree).sum(0)
+    return merged / torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+
+
+@pytest.mark.parametrize("params", [
+    {"density": 0.5},
+    {"density": 0.3, "weight": "0.3,0.7"},
+    {"density": 0.5, "normalize": "false"},
+    {"density": 1.0, "weight": "2,0.5"},
+    {"density": 0.2, "weight": "1,-0.5"},
+])
+def test_chunked_ties_equals_whole_tensor_formula(small_steps, params):
+    g = torch.Generator().manual_seed(7)
+    theta0 = torch.randn(300, 170, generator=g)
+    a = theta0 + 0.02 * torch.randn(theta0.shape, generator=g)
+    b = theta0 + 0.02 * torch.randn(theta0.shape, generator=g)
+    cancel = torch.rand(theta0.shape, generator=g) < 0.05
+    b[cancel] = (2 * theta0 - a)[cancel]  # τ_b = −τ_a: a zero sum, where mergekit elects +
+    b[torch.rand(theta0.shape, generator=g) < 0.05] = theta0[0, 0]
+    inputs = [t.clone() for t in (a, b, theta0)]
+    method = make_method("ties", params)
+    path = method.path("model.layers.0.mlp.up_proj.weight", a, b, theta0)
+    expected = _reference_ties(theta0, [a, b], method.p["weight"], method.p["density"], method.p["normalize"])
+    assert torch.equal(path.b, expected)
+    assert all(torch.equal(t, u) for t, u in zip((a, b, theta0), inputs)), "inputs were modified"
+
+
+def test_bf16_ties_rounds_the_fp32_result_once(small_steps):
+    x, theta0 = _task_vectors("bf16", 40_000, torch.Generator().manual_seed(1))
+    y = (theta0.float() - 3e-3 * torch.randn(40_000, generator=torch.Generator().manual_seed(2))).bfloat16()
+    method = make_method("ties", {"density": 0.4})
+    got = method.path("k", x, y, theta0).b
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, _reference_ties(theta0, [x, y], (1.0, 1.0), 0.4, True).bfloat16())
