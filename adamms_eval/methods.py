@@ -24,6 +24,7 @@ class Path:
     a: torch.Tensor
     b: torch.Tensor
     kind: str  # "lerp": lerp(a, b, λ); "axpy": a + λ·b
+    private_b: bool = False  # b belongs to this path alone (not a checkpoint tensor): a one-off point may reuse it
 
     def point(self, lam: float, out: torch.Tensor | None = None) -> torch.Tensor:
         if self.kind == "lerp":
@@ -141,7 +142,7 @@ class MergeMethod:
     def path(self, key: str, base: torch.Tensor, other: torch.Tensor, theta0: torch.Tensor | None) -> Path:
         taus = [base.float() - theta0.float(), other.float() - theta0.float()]
         merged = self.combine(key, taus)
-        return Path(theta0.to(base.dtype), merged.to(base.dtype), "axpy")
+        return Path(theta0.to(base.dtype), merged.to(base.dtype), "axpy", private_b=True)
 
     def combine(self, key: str, taus: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -204,7 +205,7 @@ class Ties(MergeMethod):
         models = [base, other]
         delta = ties_delta(theta0, models, self.p["weight"], self.thresholds(models, theta0),
                            self.p["normalize"], base.dtype)
-        return Path(theta0.to(base.dtype), delta, "axpy")
+        return Path(theta0.to(base.dtype), delta, "axpy", private_b=True)
 
 
 def global_thresholds(task_vectors, density: float) -> list[float]:
