@@ -100,3 +100,24 @@ def test_bf16_ties_rounds_the_fp32_result_once(small_steps):
     got = method.path("k", x, y, theta0).b
     assert got.dtype == torch.bfloat16
     assert torch.equal(got, _reference_ties(theta0, [x, y], (1.0, 1.0), 0.4, True).bfloat16())
+
+
+@pytest.mark.parametrize("kind", ["continuous", "bf16"])
+def test_bracket_answers_exactly_or_not_at_all(small_steps, kind):
+    """Whatever bracket [lo, hi] the sample gives: the k-th largest when it lies inside (ends included), else None."""
+    n = 50_000
+    x, theta0 = _task_vectors(kind, n, torch.Generator().manual_seed(5))
+    xf, t0 = x.reshape(-1), theta0.reshape(-1)
+    ascending = (x.float() - theta0.float()).abs().sort().values.tolist()
+    g = torch.Generator().manual_seed(6)
+    for _ in range(12):
+        k = int(torch.randint(1, n + 1, (1,), generator=g))
+        truth = ascending[n - k]
+        i, j = sorted(torch.randint(0, n, (2,), generator=g).tolist())
+        below = max([v for v in ascending[: n - k] if v < truth], default=truth)  # truth is then the band's least
+        for lo, hi in ((ascending[i], ascending[j]), (truth, ascending[j]), (ascending[i], truth), (truth, truth),
+                       (below, ascending[-1])):
+            if lo > hi:
+                continue
+            found = ties_kernels._kth_in_bracket(xf, t0, k, lo, hi)
+            assert found == (truth if lo <= truth <= hi else None), (k, lo, hi, truth)
