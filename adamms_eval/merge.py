@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .checkpoint import SAFE_INDEX, BIN_INDEX, Checkpoint
 from .errors import AdammsError
 from .mapping import MergePlan, PlanEntry, build_plan
+from .chunked import task_vector_chunks
 from .methods import MergeMethod, Path, make_method
 
 WEIGHT_FILE_PREFIXES = ("model.safetensors", "model-", "pytorch_model")
@@ -62,12 +63,13 @@ class Merger:
         return tuple(self._rows(e, t) for t in self._read(e))
 
     def task_vectors(self) -> Iterator[tuple[str, list[torch.Tensor]]]:
-        """τ_base and τ_other of the language model without embeddings / lm_head, for whole-model statistics."""
+        """τ_base and τ_other of the language model without embeddings / lm_head, for whole-model statistics,
+        in fp32 chunks of each tensor (the statistics are sums and counts)."""
         for e in self.plan.merged:
             if e.vocab is None:
                 base, other, theta0 = self.inputs(e)
-                t0 = theta0.float()
-                yield e.canonical_name, [base.float() - t0, other.float() - t0]
+                for _, _, taus in task_vector_chunks(theta0, [base, other]):
+                    yield e.canonical_name, taus
 
     def prepare(self) -> None:
         if not self._prepared and self.method.needs_pretrained:

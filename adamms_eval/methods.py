@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import torch
 
 from .errors import AdammsError
-from .ties_kernels import elect, kth_largest_magnitude, ties_delta
+from .chunked import elect, kth_largest_magnitude, merged_delta, task_vector_chunks, ties_delta
 
 
 @dataclass
@@ -84,6 +84,9 @@ def _rescale(v) -> str:
     return "l1" if _bool(v) else "none"
 
 
+Combine = Callable[[list[torch.Tensor]], torch.Tensor]
+
+
 @dataclass(frozen=True)
 class Param:
     default: object
@@ -140,11 +143,12 @@ class MergeMethod:
         """Whole-model statistics (MetaGPT norms, global TIES threshold); most methods need none."""
 
     def path(self, key: str, base: torch.Tensor, other: torch.Tensor, theta0: torch.Tensor | None) -> Path:
-        taus = [base.float() - theta0.float(), other.float() - theta0.float()]
-        merged = self.combine(key, taus)
-        return Path(theta0.to(base.dtype), merged.to(base.dtype), "axpy", private_b=True)
+        models = [base, other]
+        delta = merged_delta(theta0, models, base.dtype, self.combiner(key, models, theta0))
+        return Path(theta0.to(base.dtype), delta, "axpy", private_b=True)
 
-    def combine(self, key: str, taus: list[torch.Tensor]) -> torch.Tensor:
+    def combiner(self, key: str, models: list[torch.Tensor], theta0: torch.Tensor) -> Combine:
+        """The function that merges one chunk of fp32 task vectors [τ_base, τ_other] (fresh: may be overwritten)."""
         raise NotImplementedError
 
 
@@ -159,9 +163,16 @@ class Linear(MergeMethod):
         return Path(base, other.to(base.dtype), "lerp")
 
 
-def _weighted_sum(taus, weights, normalize):
-    out = sum(w * t for w, t in zip(weights, taus))
-    return out / sum(weights) if normalize else out
+def _sum_into_first(chunks):
+    for t in chunks[1:]:
+        chunks[0].add_(t)
+    return chunks[0]
+
+
+def _weighted_sum(taus, weights, normalize=False):
+    """Σ w_i·τ_i [/ Σ w_i], in place in the first chunk."""
+    out = _sum_into_first([t.mul_(w) for t, w in zip(taus, weights)])
+    return out.div_(sum(weights)) if normalize else out
 
 
 @register
@@ -170,8 +181,8 @@ class TaskArithmetic(MergeMethod):
     params = {"weight": Param(1.0, _weights, "task-vector weight, one or base,other"),
               "normalize": Param(False, _bool, "divide by the sum of weights")}
 
-    def combine(self, key, taus):
-        return _weighted_sum(taus, self.p["weight"], self.p["normalize"])
+    def combiner(self, key, models, theta0):
+        return lambda taus: _weighted_sum(taus, self.p["weight"], self.p["normalize"])
 
 
 @register
@@ -249,37 +260,62 @@ class _Dare(MergeMethod):
               "normalize": Param(False, _bool, "divide by the sum of weights"),
               "seed": Param(0, int, "random seed of the drop masks")}
 
-    def drop(self, key: str, tau: torch.Tensor, i: int) -> torch.Tensor:
-        density = self.p["density"]
-        if density >= 1.0:
-            return tau
-        # One generator per (seed, tensor, model): reproducible whatever the order tensors are visited in.
-        g = torch.Generator().manual_seed(self.p["seed"] * 1_000_003 + zlib.crc32(key.encode()) * 2 + i)
-        kept = tau * (torch.rand(tau.shape, generator=g) < density)
+    def _generators(self, key: str, n: int) -> list[torch.Generator]:
+        # One generator per (seed, tensor, model), drawn over the flat tensor in order: reproducible whatever
+        # the order tensors are visited in, and the same masks whatever the chunk size.
+        base = self.p["seed"] * 1_000_003 + zlib.crc32(key.encode()) * 2
+        return [torch.Generator().manual_seed(base + i) for i in range(n)]
+
+    def _keep(self, tau: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Zero each entry of an fp32 chunk with probability 1 − density, in place."""
+        return tau.mul_(torch.rand(tau.numel(), generator=g).lt_(self.p["density"]).view(tau.shape))
+
+    def _rescales(self, key: str, models, theta0) -> list[float]:
+        """Factor of each dropped task vector: 1/density, 1, or ‖τ_i‖₁/‖drop(τ_i)‖₁ over the whole tensor
+        (l1 needs one counting pass that draws the same masks as the merge pass)."""
         if self.p["rescale"] == "density":
-            return kept / density
-        if self.p["rescale"] == "l1":
-            norm_kept = kept.abs().sum()
-            return kept * (tau.abs().sum() / norm_kept) if norm_kept > 0 else kept
-        return kept
+            return [1.0 / self.p["density"]] * len(models)
+        if self.p["rescale"] == "none":
+            return [1.0] * len(models)
+        total, kept = [0.0] * len(models), [0.0] * len(models)
+        gens = self._generators(key, len(models))
+        for _, _, taus in task_vector_chunks(theta0, models):
+            for i, (t, g) in enumerate(zip(taus, gens)):
+                total[i] += float(t.abs().sum(dtype=torch.float64))
+                kept[i] += float(self._keep(t, g).abs().sum(dtype=torch.float64))
+        return [a / b if b > 0 else 1.0 for a, b in zip(total, kept)]
+
+    def dropper(self, key: str, models, theta0) -> Combine:
+        """[τ_i chunk] -> [drop(τ_i)·w_i chunk], in place."""
+        weights = self.p["weight"]
+        if self.p["density"] >= 1.0:
+            return lambda taus: [t.mul_(w) for t, w in zip(taus, weights)]
+        scales = [s * w for s, w in zip(self._rescales(key, models, theta0), weights)]
+        gens = self._generators(key, len(models))
+        return lambda taus: [self._keep(t, g).mul_(s) for t, g, s in zip(taus, gens, scales)]
 
 
 @register
 class DareLinear(_Dare):
     name = "dare_linear"
 
-    def combine(self, key, taus):
-        dropped = [self.drop(key, t, i) for i, t in enumerate(taus)]
-        return _weighted_sum(dropped, self.p["weight"], self.p["normalize"])
+    def combiner(self, key, models, theta0):
+        drop = self.dropper(key, models, theta0)
+        total = sum(self.p["weight"]) if self.p["normalize"] else None
+
+        def combine(taus):
+            merged = _sum_into_first(drop(taus))
+            return merged if total is None else merged.div_(total)
+        return combine
 
 
 @register
 class DareTies(_Dare):
     name = "dare_ties"
 
-    def combine(self, key, taus):
-        deltas = [w * self.drop(key, t, i) for i, (w, t) in enumerate(zip(self.p["weight"], taus))]
-        return elect(deltas, self.p["weight"], self.p["normalize"])
+    def combiner(self, key, models, theta0):
+        drop = self.dropper(key, models, theta0)
+        return lambda taus: elect(drop(taus), self.p["weight"], self.p["normalize"])
 
 
 @register
@@ -300,5 +336,5 @@ class MetaGPT(MergeMethod):
         self.scales = [x / total for x in sq] if total > 0 else [1.0 / len(sq or [1, 1])] * len(sq or [1, 1])
         self.p["scales"] = self.scales
 
-    def combine(self, key, taus):
-        return sum(s * t for s, t in zip(self.scales, taus))
+    def combiner(self, key, models, theta0):
+        return lambda taus: _weighted_sum(taus, self.scales)

@@ -54,17 +54,20 @@ def test_ties_normalize_divides_by_agreeing_weights():
 def test_dare_is_seeded_and_rescales():
     t0 = torch.zeros(1000)
     a, b = torch.randn(2, 1000).unbind(0)
-    m1 = make_method("dare_linear", {"density": 0.3, "seed": 5, "rescale": "density"})
-    m2 = make_method("dare_linear", {"density": 0.3, "seed": 5, "rescale": "density"})
-    m3 = make_method("dare_linear", {"density": 0.3, "seed": 6, "rescale": "density"})
-    x1, x2, x3 = (_path_at(m, a, b, t0, 1.0) for m in (m1, m2, m3))
+
+    def dropped_a(**params):  # weight 0 on the other model: the merged task vector is drop(τ_a)
+        m = make_method("dare_linear", {"density": 0.3, "weight": "1,0", **params})
+        return m.path("layers.0.mlp.up_proj.weight", a, b, t0).b
+
+    x1, x2, x3 = (dropped_a(seed=seed, rescale="density") for seed in (5, 5, 6))
     assert torch.equal(x1, x2) and not torch.equal(x1, x3)
-    drop = m1.drop("layers.0.mlp.up_proj.weight", a, 0)
-    kept = drop != 0
+    kept = x1 != 0
     assert 0.2 < kept.float().mean() < 0.4
-    torch.testing.assert_close(drop[kept], a[kept] / 0.3)
-    l1 = make_method("dare_linear", {"density": 0.3, "seed": 5}).drop("k", a, 0)
+    torch.testing.assert_close(x1[kept], a[kept] / 0.3)
+    l1 = dropped_a(seed=5)
+    assert torch.equal(l1 != 0, kept)  # the same mask whatever the rescale
     torch.testing.assert_close(l1.abs().sum(), a.abs().sum())
+    torch.testing.assert_close(l1[kept], a[kept] * (a.abs().sum() / a[kept].abs().sum()))
 
 
 def test_dare_ties_density1_equals_ties():

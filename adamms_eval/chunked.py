@@ -1,10 +1,12 @@
-"""TIES trim and sign election, computed chunk by chunk in fp32.
+"""Task-vector merges computed chunk by chunk in fp32, and the TIES trim threshold.
 
-Whole-tensor fp32 temporaries (τ_i, |τ_i|, a stacked copy, masks) cost ~50 bytes per element and a full
-`kthvalue` per tensor; on a 65M-row embedding that was seconds and gigabytes. Here every step works on
-CHUNK elements at a time (1 MB temporaries that stay in cache); the exact top-k threshold comes from a sampled
-bracket and one counting pass, with numpy's sort (faster than torch.kthvalue) on the few percent that
-fall inside the bracket. So the memory does not grow with the tensor beyond the merged result itself.
+Whole-tensor fp32 temporaries (τ_i, |τ_i|, a stacked copy, masks) cost ~50 bytes per element; on a
+65M-row embedding that was seconds and gigabytes, and on a 7B model's 545M-element embedding it would be
+tens of GB. Here every method works on CHUNK elements at a time (1 MB temporaries that stay in cache):
+`merged_delta` hands each chunk's fp32 task vectors to the method and writes the result in the checkpoint
+dtype, so memory does not grow with the tensor beyond the merged result itself. The exact top-k threshold
+of TIES comes from a sampled bracket and one counting pass, with numpy's sort (faster than
+torch.kthvalue) on the few percent that fall inside the bracket.
 
 Boolean masks, `where` and `masked_fill` run several times slower than float ops on CPU, so:
 - trim is `hardshrink` (keeps |x| > λ) with λ the largest fp32 below the threshold, i.e. |x| >= threshold;
@@ -15,6 +17,7 @@ Boolean masks, `where` and `masked_fill` run several times slower than float ops
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -150,24 +153,39 @@ def elect(deltas: list[torch.Tensor], weights: tuple[float, ...], normalize: boo
     return merged.mul_(elected)
 
 
+def task_vector_chunks(theta0: torch.Tensor, models: list[torch.Tensor]):
+    """(start, end, [τ_i]) over the flat tensor: fresh fp32 chunks of x_i − θ0 that the caller may overwrite."""
+    t0 = theta0.reshape(-1)
+    xs = [m.reshape(-1) for m in models]
+    for s, e in spans(t0.numel()):
+        base = t0[s:e].float()
+        yield s, e, [x[s:e].to(torch.float32, copy=True).sub_(base) for x in xs]
+
+
+def merged_delta(theta0: torch.Tensor, models: list[torch.Tensor], dtype: torch.dtype,
+                 combine: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+    """The merged task vector, combine([τ_i chunk]) chunk after chunk in order, stored in `dtype`.
+
+    Chunks come in ascending order, so a combine that draws random numbers consumes one stream."""
+    out = torch.empty(theta0.numel(), dtype=dtype)
+    for s, e, taus in task_vector_chunks(theta0, models):
+        out[s:e] = combine(taus)
+    return out.view(theta0.shape)
+
+
 def ties_delta(theta0: torch.Tensor, models: list[torch.Tensor], weights: tuple[float, ...],
                thresholds: list[float | None], normalize: bool, dtype: torch.dtype) -> torch.Tensor:
     """Merged task vector of TIES: Σ_agreeing w_i·trim(τ_i) [/ Σ_agreeing w_i], stored in `dtype`.
 
     trim keeps the entries with |τ_i| >= thresholds[i] (None, or a threshold <= 0, keeps all)."""
-    t0 = theta0.reshape(-1)
-    xs = [m.reshape(-1) for m in models]
     shrink = [None if thr is None or thr <= 0 else _below(thr) for thr in thresholds]
-    out = torch.empty(t0.numel(), dtype=dtype)
-    for s, e in spans(t0.numel()):
-        base = t0[s:e].float()
-        deltas = []
-        for x, w, lam in zip(xs, weights, shrink):
-            d = x[s:e].to(torch.float32, copy=True).sub_(base)
+
+    def combine(taus):
+        for i, (w, lam) in enumerate(zip(weights, shrink)):
             if lam is not None:
-                d = F.hardshrink(d, lam)
+                taus[i] = F.hardshrink(taus[i], lam)
             if w != 1.0:
-                d.mul_(w)
-            deltas.append(d)
-        out[s:e] = elect(deltas, weights, normalize)
-    return out.view(theta0.shape)
+                taus[i].mul_(w)
+        return elect(taus, weights, normalize)
+
+    return merged_delta(theta0, models, dtype, combine)

@@ -1,25 +1,25 @@
-"""The chunked TIES kernels against whole-tensor formulas (sort for top-k, mergekit's sign election)."""
+"""The chunked kernels against whole-tensor formulas (sort for top-k, mergekit's sign election) and chunk sizes."""
 import pytest
 import torch
 
-from adamms_eval import ties_kernels
+from adamms_eval import chunked
 from adamms_eval.methods import make_method
 
 
 @pytest.fixture
 def small_steps(monkeypatch):
     """Many chunks and a sampled bracket already on tensors of ~10^5 entries."""
-    monkeypatch.setattr(ties_kernels, "CHUNK", 1 << 12)
-    monkeypatch.setattr(ties_kernels, "SAMPLE", 1 << 10)
+    monkeypatch.setattr(chunked, "CHUNK", 1 << 12)
+    monkeypatch.setattr(chunked, "SAMPLE", 1 << 10)
     answered = []
-    in_bracket = ties_kernels._kth_in_bracket
+    in_bracket = chunked._kth_in_bracket
 
     def spy(*args):
         found = in_bracket(*args)
         answered.append(found is not None)
         return found
 
-    monkeypatch.setattr(ties_kernels, "_kth_in_bracket", spy)
+    monkeypatch.setattr(chunked, "_kth_in_bracket", spy)
     return answered
 
 
@@ -46,7 +46,7 @@ def test_kth_largest_magnitude_is_exact(small_steps, kind):
     before = x.clone()
     descending = (x.float() - theta0.float()).abs().sort(descending=True).values
     for k in (1, 5, n // 10, n // 2, n // 2 + 1, 9 * n // 10, n):
-        assert ties_kernels.kth_largest_magnitude(x, theta0, k) == descending[k - 1].item(), k
+        assert chunked.kth_largest_magnitude(x, theta0, k) == descending[k - 1].item(), k
     assert torch.equal(x, before)
     # the sampled bracket answers the usual densities itself (the full-buffer fallback is for rare cases)
     assert all(small_steps[2:5]), small_steps
@@ -119,5 +119,38 @@ def test_bracket_answers_exactly_or_not_at_all(small_steps, kind):
                        (below, ascending[-1])):
             if lo > hi:
                 continue
-            found = ties_kernels._kth_in_bracket(xf, t0, k, lo, hi)
+            found = chunked._kth_in_bracket(xf, t0, k, lo, hi)
             assert found == (truth if lo <= truth <= hi else None), (k, lo, hi, truth)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("task_arithmetic", {"weight": "0.3,0.7", "normalize": "true"}),
+    ("metagpt", {}),
+    ("dare_linear", {"density": 0.3, "rescale": "density"}),
+    ("dare_linear", {"density": 0.6, "normalize": "true"}),
+    ("dare_ties", {"density": 0.5, "seed": 3}),
+    ("ties", {"density": 0.3}),
+])
+def test_task_vector_methods_do_not_depend_on_the_chunk_size(monkeypatch, name, params):
+    """Many small chunks give what one whole-tensor chunk gives: the same masks, signs and sums."""
+    g = torch.Generator().manual_seed(11)
+    theta0 = torch.randn(300, 170, generator=g).bfloat16()
+    a, b = ((theta0.float() + 0.01 * torch.randn(theta0.shape, generator=g)).bfloat16() for _ in range(2))
+    inputs = [t.clone() for t in (a, b, theta0)]
+
+    def merged(chunk):
+        monkeypatch.setattr(chunked, "CHUNK", chunk)
+        method = make_method(name, params)
+        if name == "metagpt":
+            method.prepare(lambda: iter([("k", [a.float() - theta0.float(), b.float() - theta0.float()])]))
+        return method.path("model.layers.0.mlp.up_proj.weight", a, b, theta0).b
+
+    whole, pieces = merged(1 << 20), merged(1 << 12)
+    assert whole.dtype == torch.bfloat16 and whole.abs().max() > 0
+    if params.get("rescale", "l1") == "l1" and name.startswith("dare"):
+        # the L1 factor sums in another order: at most one bf16 rounding apart
+        torch.testing.assert_close(pieces, whole, rtol=2 ** -7, atol=0)
+        assert (pieces != whole).float().mean() < 1e-3
+    else:
+        assert torch.equal(pieces, whole)
+    assert all(torch.equal(t, u) for t, u in zip((a, b, theta0), inputs)), "inputs were modified"
