@@ -6,7 +6,7 @@ tens of GB. Here every method works on CHUNK elements at a time (1 MB temporarie
 `merged_delta` hands each chunk's fp32 task vectors to the method and writes the result in the checkpoint
 dtype, so memory does not grow with the tensor beyond the merged result itself. The exact top-k threshold
 of TIES comes from a sampled bracket and one counting pass, with numpy's sort (faster than
-torch.kthvalue) on the few percent that fall inside the bracket.
+torch.kthvalue) on the ~1% that fall inside the bracket.
 
 Boolean masks, `where` and `masked_fill` run several times slower than float ops on CPU, so:
 - trim is `hardshrink` (keeps |x| > λ) with λ the largest fp32 below the threshold, i.e. |x| >= threshold;
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 CHUNK = 1 << 18        # elements per step: each fp32 temporary is 1 MB (stays in L2; measured fastest)
-SAMPLE = 1 << 15       # magnitudes drawn to bracket the k-th largest
+SAMPLE = 1 << 18       # magnitudes drawn to bracket the k-th largest (the bracket holds ~1% of a tensor)
 BAND_LIMIT = 1 << 24   # most bracketed magnitudes kept (64 MB) before falling back to a full buffer
 
 
@@ -41,7 +41,7 @@ def kth_largest_magnitude(x: torch.Tensor, theta0: torch.Tensor, k: int) -> floa
     """The exact k-th largest |x − θ0| over the tensor, computed in fp32.
 
     Large tensors: a seeded sample brackets the k-th largest between two magnitudes lo <= hi, one pass
-    counts the entries above hi, at hi and at lo and keeps those strictly between (~2% of them), and
+    counts the entries above hi, at hi and at lo and keeps those strictly between (~1% of them), and
     the answer is read from those; bf16 task vectors take few distinct values, which is why the ties at
     the bracket's ends are counted instead of kept. If the answer is not in the bracket (unlikely) or
     the bracket holds too many entries, every magnitude goes into one fp32 buffer instead."""
@@ -49,7 +49,7 @@ def kth_largest_magnitude(x: torch.Tensor, theta0: torch.Tensor, k: int) -> floa
     n = xf.numel()
     if not 1 <= k <= n:
         raise ValueError(f"k={k} outside [1, {n}]")
-    if n > 16 * SAMPLE:
+    if n > 4 * SAMPLE:
         found = _kth_in_bracket(xf, t0, k, *_bracket(xf, t0, k))
         if found is not None:
             return found

@@ -22,13 +22,16 @@ SIZES = {  # LlamaForCausalLM shapes; parameter counts are with untied embedding
     "full": dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=24, num_attention_heads=16),  # 1.35B
     "1b": dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=20, num_attention_heads=16),    # 1.14B
     "small": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16),  # 168M
+    # 7B-sized tensors (Qwen2-7B's 152064x3584 embedding, 18944-wide MLP) in one layer: 1.35B params
+    "wide": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=1, num_attention_heads=28,
+                 vocab_size=152064),
 }
 
 
 def llama_config(size: str):
     from transformers import LlamaConfig
-    kw = SIZES[size]
-    cfg = LlamaConfig(vocab_size=32000, num_key_value_heads=kw["num_attention_heads"], tie_word_embeddings=False,
+    kw = {"vocab_size": 32000, **SIZES[size]}
+    cfg = LlamaConfig(num_key_value_heads=kw["num_attention_heads"], tie_word_embeddings=False,
                       max_position_embeddings=2048, **kw)
     cfg.architectures = ["LlamaForCausalLM"]
     cfg.dtype = "bfloat16"

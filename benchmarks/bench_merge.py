@@ -8,6 +8,7 @@ input pages) and "own memory" = peak RssAnon sampled every 50 ms. Both tools wri
 
     python benchmarks/bench_merge.py                    # 1.35B params, ~15 min on 2 cores
     python benchmarks/bench_merge.py --size small       # 168M params, ~2 min
+    python benchmarks/bench_merge.py --size wide        # 7B-sized tensors: memory does not grow with the model
     python benchmarks/bench_merge.py --ties-repeats 1 --json /tmp/bench_merge.json --keep
 
 Prints ratios measured in this run; it is not a test. Targets: linear speedup >= 1.5x, ties speedup
@@ -71,7 +72,8 @@ def max_abs_diff(a: Path, b: Path, layers: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/adamms-bench"), help="checkpoints and outputs")
-    ap.add_argument("--size", choices=["full", "small"], default="full", help="full: 1.35B params, small: 168M")
+    ap.add_argument("--size", choices=["full", "small", "wide"], default="full",
+                    help="full: 1.35B params, small: 168M, wide: 1.35B in one layer with 7B-sized tensors")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each tool per method (interleaved)")
     ap.add_argument("--ties-repeats", type=int, default=1, help="repeats for the task-vector methods (default 1:"
                                                                 " mergekit ties takes 2-5 min per run at full size)")
