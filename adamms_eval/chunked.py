@@ -6,7 +6,7 @@ tens of GB. Here every method works on CHUNK elements at a time (1 MB temporarie
 `merged_delta` hands each chunk's fp32 task vectors to the method and writes the result in the checkpoint
 dtype, so memory does not grow with the tensor beyond the merged result itself. The exact top-k threshold
 of TIES comes from a sampled bracket and one counting pass, with numpy's sort (faster than
-torch.kthvalue) on the ~1% that fall inside the bracket.
+torch.kthvalue) on the few percent at most that fall inside the bracket.
 
 Boolean masks, `where` and `masked_fill` run several times slower than float ops on CPU, so:
 - trim is `hardshrink` (keeps |x| > λ) with λ the largest fp32 below the threshold, i.e. |x| >= threshold;
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 CHUNK = 1 << 18        # elements per step: each fp32 temporary is 1 MB (stays in L2; measured fastest)
-SAMPLE = 1 << 18       # magnitudes drawn to bracket the k-th largest (the bracket holds ~1% of a tensor)
+SAMPLE = 1 << 15       # fewest magnitudes drawn to bracket the k-th largest (more for tensors over 64M entries)
+SAMPLE_MAX = 1 << 18
 BAND_LIMIT = 1 << 24   # most bracketed magnitudes kept (64 MB) before falling back to a full buffer
 
 
@@ -41,7 +42,7 @@ def kth_largest_magnitude(x: torch.Tensor, theta0: torch.Tensor, k: int) -> floa
     """The exact k-th largest |x − θ0| over the tensor, computed in fp32.
 
     Large tensors: a seeded sample brackets the k-th largest between two magnitudes lo <= hi, one pass
-    counts the entries above hi, at hi and at lo and keeps those strictly between (~1% of them), and
+    counts the entries above hi, at hi and at lo and keeps those strictly between (a few percent), and
     the answer is read from those; bf16 task vectors take few distinct values, which is why the ties at
     the bracket's ends are counted instead of kept. If the answer is not in the bracket (unlikely) or
     the bracket holds too many entries, every magnitude goes into one fp32 buffer instead."""
@@ -49,7 +50,7 @@ def kth_largest_magnitude(x: torch.Tensor, theta0: torch.Tensor, k: int) -> floa
     n = xf.numel()
     if not 1 <= k <= n:
         raise ValueError(f"k={k} outside [1, {n}]")
-    if n > 4 * SAMPLE:
+    if n > 16 * SAMPLE:
         found = _kth_in_bracket(xf, t0, k, *_bracket(xf, t0, k))
         if found is not None:
             return found
@@ -69,14 +70,16 @@ def _kth_largest(values: np.ndarray, k: int) -> float:
 def _bracket(xf: torch.Tensor, t0: torch.Tensor, k: int) -> tuple[float, float]:
     """Magnitudes lo <= hi that hold the k-th largest between them with high probability."""
     n = xf.numel()
-    picks = torch.randint(n, (SAMPLE,), generator=torch.Generator().manual_seed(n))
+    # The bracket holds at most ~6·n/√size entries: a sample growing with n keeps it small on 7B-sized embeddings.
+    size = min(max(SAMPLE, n >> 11), max(SAMPLE, SAMPLE_MAX))
+    picks = torch.randint(n, (size,), generator=torch.Generator().manual_seed(n))
     sample = torch.sub(xf[picks].float(), t0[picks].float()).abs_().numpy()
-    # The k-th largest sits near ascending sample position (1 − p)·SAMPLE, p = k/n; a binomial rank
+    # The k-th largest sits near ascending sample position (1 − p)·size, p = k/n; a binomial rank
     # is within 6 standard deviations of that except with probability ~1e-9.
     p = k / n
-    centre, margin = (1 - p) * SAMPLE, 6 * math.sqrt(SAMPLE * p * (1 - p)) + 4
+    centre, margin = (1 - p) * size, 6 * math.sqrt(size * p * (1 - p)) + 4
     i_lo, i_hi = max(int(centre - margin), 0), int(centre + margin)
-    if i_hi >= SAMPLE - 1:  # past the sample's top the bracket is open upwards (k is small: it holds the k largest)
+    if i_hi >= size - 1:  # past the sample's top the bracket is open upwards (k is small: it holds the k largest)
         return float(np.partition(sample, i_lo)[i_lo]), math.inf
     ranked = np.partition(sample, [i_lo, i_hi])
     return float(ranked[i_lo]), float(ranked[i_hi])
