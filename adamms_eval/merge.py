@@ -14,9 +14,9 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .checkpoint import SAFE_INDEX, BIN_INDEX, Checkpoint
+from .chunked import task_vector_chunks
 from .errors import AdammsError
 from .mapping import MergePlan, PlanEntry, build_plan
-from .chunked import task_vector_chunks
 from .methods import MergeMethod, Path, make_method
 
 WEIGHT_FILE_PREFIXES = ("model.safetensors", "model-", "pytorch_model")
