@@ -1,4 +1,8 @@
-"""Plots of a search: difference score D against α (and, with search_report=full, task score against α)."""
+"""Plots of a search: difference score D against α (and, with search_report=full, task score against α).
+
+Only scored candidates have a D (Algorithm 1: the two ends are neighbours only); the ends are drawn as
+grey ticks on the axis so the plot shows the whole grid that was generated.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +18,10 @@ def plot_search(task: str, record: dict, path) -> Path:
     task_scores = record.get("task_scores") or {}
     fig, axes = plt.subplots(1, 2 if task_scores else 1, figsize=(10 if task_scores else 5.5, 3.8), squeeze=False)
     ax = axes[0][0]
-    ax.plot(alphas, [scores[a] for a in alphas], "o-", color="tab:blue")
+    ax.plot(alphas, [scores[a] for a in alphas], "o-", color="tab:blue", label="D (scored)")
+    ends = [float(a) for a in record.get("neighbours_only", [])]
+    if ends:
+        ax.plot(ends, [0] * len(ends), "|", color="grey", markersize=14, mew=2, label="neighbours only (not scored)")
     ax.axvline(record["alpha"], color="tab:red", ls="--", label=f"chosen α = {record['alpha']:g}")
     ax.set_xlabel(f"{record.get('coefficient', 'alpha')}")
     ax.set_ylabel(f"difference score D ({record['metric']})")

@@ -1,10 +1,14 @@
 """AdaMMS searching (paper 3.3, Algorithm 1): pick the coefficient whose answers change least.
 
-D(α_i) = DiffCnt(G_i, G_{i-1}) + DiffCnt(G_i, G_{i+1}). The paper leaves two cases open; our rules:
-- end candidates have one neighbour: their single difference is doubled, so every score is on the
-  same two-neighbour scale (an end is not favoured just for having fewer neighbours);
-- ties go to the smaller coefficient, i.e. the model closer to the base (paper 6.3: responses are
-  stable near the base and collapse for large α).
+D(α_i) = DiffCnt(G_i, G_{i-1}) + DiffCnt(G_i, G_{i+1}) for i = 2 … n−1 (Algorithm 1, line 10): only
+candidates with two neighbours are scored and can be chosen; the two end candidates are generated
+because they are the neighbours of the second and the next-to-last. So at least three candidates are
+needed. Ties (which the paper leaves open) go to the smaller coefficient, i.e. the model closer to the
+base (paper 6.3: responses are stable near the base and collapse for large α).
+
+`ends="scored"` is a non-default variant, not the paper's: the ends are scored too, their one
+difference doubled so every score is on the same two-neighbour scale. With answers that drift more
+and more as α grows it tends to pick α = 0, i.e. "do not merge".
 Labels are never read here: only the generated responses.
 """
 from __future__ import annotations
@@ -20,8 +24,14 @@ from .errors import AdammsError
 DEFAULT_ALPHAS = "0:0.6:0.1"
 
 
+ALPHAS_FORMS = "start:stop:step (0:0.6:0.1), a bracketed list [0,0.3,0.6], or 0;0.3;0.6"
+ENDS = ("neighbours", "scored")
+
+
 def parse_alphas(spec) -> list[float]:
-    """`0:0.6:0.1` (start:stop:step, stop included), `[0,0.2,0.4]` or `0,0.2,0.4`."""
+    """`0:0.6:0.1` (start:stop:step, stop included), `[0,0.2,0.4]`, `0;0.2;0.4`, `0 0.2 0.4` or `0,0.2,0.4`.
+
+    Inside lmms-eval's --model_args only the first three survive (it splits on commas outside brackets)."""
     if isinstance(spec, (list, tuple)):
         values = [float(v) for v in spec]
     else:
@@ -36,11 +46,19 @@ def parse_alphas(spec) -> list[float]:
             else:
                 values = [float(x) for x in re.split(r"[,\s;]+", s) if x]
         except ValueError:
-            raise AdammsError(f"alphas={spec!r}: write start:stop:step (e.g. 0:0.6:0.1) or a list like 0,0.2,0.4") from None
+            raise AdammsError(f"alphas={spec!r}: write {ALPHAS_FORMS}") from None
     values = sorted({round(v, 10) for v in values})
     if not values:
         raise AdammsError(f"alphas={spec!r} gives no candidates")
     return values
+
+
+def check_candidates(alphas: Sequence[float]) -> list[float]:
+    """Refuse a grid Algorithm 1 cannot score (before anything is generated)."""
+    if len(alphas) < 3:
+        raise AdammsError(f"the search needs at least three candidates (got {len(alphas)}: {list(alphas)}): only a "
+                          "candidate with a neighbour on each side is scored (Algorithm 1); e.g. alphas=0:0.6:0.1")
+    return list(alphas)
 
 
 def normalize_answer(text: str) -> str:
@@ -54,10 +72,23 @@ class SearchResult:
     scores: dict[float, float]
     metric: str
     differences: dict[tuple[float, float], float] = field(default_factory=dict)
+    ends: str = "neighbours"
+    candidates: list[float] = field(default_factory=list)
+
+    @property
+    def neighbours_only(self) -> list[float]:
+        """Candidates that were generated as neighbours but not scored (the two ends, by default)."""
+        return [a for a in self.candidates if a not in self.scores]
 
     def to_json(self) -> dict:
-        return {"alpha": self.alpha, "metric": self.metric, "scores": {str(a): s for a, s in self.scores.items()},
+        return {"alpha": self.alpha, "metric": self.metric, "rule": _RULES[self.ends],
+                "scores": {str(a): s for a, s in self.scores.items()},
+                "scored": list(self.scores), "neighbours_only": self.neighbours_only,
                 "neighbour_differences": {f"{a}-{b}": d for (a, b), d in self.differences.items()}}
+
+
+_RULES = {"neighbours": "Algorithm 1: interior candidates scored, ends are neighbours only; ties to the smaller",
+          "scored": "non-default: ends scored with their one difference doubled; ties to the smaller"}
 
 
 def _exact_differences(pairs, responses):
@@ -96,33 +127,26 @@ def load_embedding_model(name: str | None = None):
 
 
 def select_alpha(responses: dict[float, Sequence[str]], metric: str = "exact",
-                 embedding_model: str | None = None) -> SearchResult:
+                 embedding_model: str | None = None, ends: str = "neighbours") -> SearchResult:
     """Choose the candidate with the lowest neighbour difference D (rules in the module docstring)."""
-    if not responses:
-        raise AdammsError("select_alpha needs responses for at least one candidate")
-    alphas = sorted(responses)
+    if ends not in ENDS:
+        raise AdammsError(f"ends={ends!r}: choose neighbours (Algorithm 1, the default) or scored")
+    if metric not in ("exact", "embedding"):
+        raise AdammsError(f"metric={metric!r}: choose exact or embedding")
+    alphas = check_candidates(sorted(responses))
     sizes = {len(responses[a]) for a in alphas}
     if len(sizes) != 1:
         raise AdammsError(f"every candidate must answer the same inputs; got {sorted(sizes)} responses")
     pairs = list(zip(alphas, alphas[1:]))
     if metric == "exact":
         diff = _exact_differences(pairs, responses)
-    elif metric == "embedding":
-        diff = _embedding_differences(pairs, responses, embedding_model)
     else:
-        raise AdammsError(f"metric={metric!r}: choose exact or embedding")
-    scores = {}
-    for i, a in enumerate(alphas):
-        left = diff[(alphas[i - 1], a)] if i > 0 else None
-        right = diff[(a, alphas[i + 1])] if i + 1 < len(alphas) else None
-        if left is None and right is None:
-            scores[a] = 0.0
-        elif left is None or right is None:
-            scores[a] = 2.0 * (left if right is None else right)
-        else:
-            scores[a] = left + right
-    best = min(alphas, key=lambda a: (scores[a], a))
-    return SearchResult(best, scores, metric, diff)
+        diff = _embedding_differences(pairs, responses, embedding_model)
+    scores = {a: diff[(alphas[i - 1], a)] + diff[(a, alphas[i + 1])] for i, a in enumerate(alphas[1:-1], 1)}
+    if ends == "scored":
+        scores = {alphas[0]: 2.0 * diff[pairs[0]], **scores, alphas[-1]: 2.0 * diff[pairs[-1]]}
+    best = min(scores, key=lambda a: (scores[a], a))
+    return SearchResult(best, scores, metric, diff, ends, alphas)
 
 
 def draw_subset(ids: Sequence, size: int, seed: int) -> list:
