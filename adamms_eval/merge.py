@@ -63,10 +63,11 @@ class Merger:
         return tuple(self._rows(e, t) for t in self._read(e))
 
     def task_vectors(self) -> Iterator[tuple[str, list[torch.Tensor]]]:
-        """τ_base and τ_other of the language model without embeddings / lm_head, for whole-model statistics,
-        in fp32 chunks of each tensor (the statistics are sums and counts)."""
+        """τ_base and τ_other for whole-model statistics, in fp32 chunks of each tensor (the statistics are sums
+        and counts): the language model without embeddings / lm_head (MetaGPT), or with their merged rows too
+        when the method applies the statistic to them (TIES trim=global)."""
         for e in self.plan.merged:
-            if e.vocab is None:
+            if e.vocab is None or self.method.statistics_include_vocab:
                 base, other, theta0 = self.inputs(e)
                 for _, _, taus in task_vector_chunks(theta0, [base, other]):
                     yield e.canonical_name, taus

@@ -102,18 +102,60 @@ def register(cls):
     return cls
 
 
-def make_method(name: str, params: dict | None = None) -> "MergeMethod":
+# The AdaMMS authors' baseline settings (paper 4.1, Tables 1-2; their code: task arithmetic as the mean of the
+# task vectors, TIES with a global top-50% trim and a disjoint sum, DARE dividing by the keep rate).
+PRESETS: dict[str, tuple[str, dict]] = {
+    "paper_task_arithmetic": ("task_arithmetic", {"weight": 0.5}),
+    "paper_ties": ("ties", {"density": 0.5, "trim": "global", "normalize": False}),
+    "paper_dare_linear": ("dare_linear", {"density": 0.5, "rescale": "density", "weight": 0.5}),
+    "paper_dare_ties": ("dare_ties", {"density": 0.5, "rescale": "density", "normalize": False}),
+    "paper_metagpt": ("metagpt", {}),
+}
+
+
+def resolve_method(name: str, params: dict | None = None) -> tuple[str, dict]:
+    """A method or preset name -> (method name, parameters); explicit parameters override a preset's."""
+    if name in PRESETS:
+        method, preset = PRESETS[name]
+        return method, {**preset, **(params or {})}
     if name not in REGISTRY:
-        raise AdammsError(f"unknown merge method '{name}'; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name](params or {})
+        import difflib
+        known = list(REGISTRY) + list(PRESETS)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise AdammsError(f"unknown merge method '{name}'; {hint}choose one of {', '.join(known)}")
+    return name, dict(params or {})
+
+
+def make_method(name: str, params: dict | None = None) -> "MergeMethod":
+    """Build a method from its name or a preset name (PRESETS) and its parameters."""
+    method, values = resolve_method(name, params)
+    m = REGISTRY[method](values)
+    m.preset = name if name in PRESETS else None
+    return m
+
+
+def default_candidates(name: str) -> str:
+    """The default candidate grid of a method's (or preset's) coefficient, as `start:stop:step`."""
+    return REGISTRY[resolve_method(name)[0]].default_alphas
 
 
 class MergeMethod:
     name = ""
     coefficient = "lambda"             # the parameter that moves along the path
     coefficient_range = (0.0, None)
+    # λ = 0 is θ0 (the bare language model) and λ = 1 the method's own merge; the grid brackets 1 and the
+    # mean of two task vectors (λ = 0.5 with weight 1), so the usual settings are interior candidates.
+    default_alphas = "0.2:1.4:0.2"
     needs_pretrained = True
+    statistics_include_vocab = False  # whole-model statistics (prepare) over embeddings / lm_head rows too
     params: dict[str, Param] = {}
+    preset: str | None = None
+
+    @classmethod
+    def param_names(cls) -> set[str]:
+        """Every name this method accepts: its parameters and its coefficient."""
+        return set(cls.params) | {cls.coefficient}
 
     def __init__(self, values: dict):
         unknown = set(values) - set(self.params) - {self.coefficient}
@@ -137,7 +179,8 @@ class MergeMethod:
         return lam
 
     def describe(self) -> dict:
-        return {"method": self.name, "coefficient": self.coefficient, "params": self.p}
+        out = {"method": self.name, "coefficient": self.coefficient, "params": self.p}
+        return {**out, "preset": self.preset} if self.preset else out
 
     def prepare(self, task_vectors: Callable[[], Iterator[tuple[str, list[torch.Tensor]]]]) -> None:
         """Whole-model statistics (MetaGPT norms, global TIES threshold); most methods need none."""
@@ -157,6 +200,7 @@ class Linear(MergeMethod):
     name = "linear"
     coefficient = "alpha"
     coefficient_range = (0.0, 1.0)
+    default_alphas = "0:0.6:0.1"  # paper 4.4: α ≥ 0.7 collapses language ability; granularity 0.1
     needs_pretrained = False
 
     def path(self, key, base, other, theta0):
@@ -193,6 +237,9 @@ class Ties(MergeMethod):
               "normalize": Param(True, _bool, "divide by the weights of agreeing entries (false = disjoint sum)"),
               "trim": Param("tensor", _choice("tensor", "global"),
                             "top-K per tensor (mergekit) or over the whole language model (paper's baseline)")}
+
+    # trim=global: the threshold is taken over every entry it is applied to, embeddings / lm_head rows included
+    statistics_include_vocab = True
 
     def __init__(self, values):
         super().__init__(values)

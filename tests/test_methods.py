@@ -117,3 +117,40 @@ def test_bad_parameters_are_named(name, params, needle):
 def test_alpha_outside_range():
     with pytest.raises(AdammsError, match="outside"):
         make_method("linear").check_coefficient(1.5)
+
+
+def test_presets_expand_to_the_papers_baseline_settings():
+    from adamms_eval.methods import PRESETS, default_candidates
+    ties = make_method("paper_ties")
+    assert ties.name == "ties" and ties.p["density"] == 0.5 and ties.p["trim"] == "global"
+    assert ties.p["normalize"] is False and ties.describe()["preset"] == "paper_ties"
+    assert make_method("paper_task_arithmetic").p["weight"] == (0.5, 0.5)
+    dare = make_method("paper_dare_linear", {"density": 0.3})  # explicit parameters override the preset
+    assert dare.p["density"] == 0.3 and dare.p["rescale"] == "density"
+    assert make_method("paper_dare_ties").p["rescale"] == "density"
+    assert "preset" not in make_method("ties").describe()
+    assert set(PRESETS) == {"paper_task_arithmetic", "paper_ties", "paper_dare_linear", "paper_dare_ties",
+                            "paper_metagpt"}
+    assert default_candidates("linear") == "0:0.6:0.1"
+    assert default_candidates("paper_ties") == default_candidates("metagpt") == "0.2:1.4:0.2"
+    assert make_method("ties").param_names() == {"weight", "density", "normalize", "trim", "lambda"}
+    with pytest.raises(AdammsError, match="did you mean paper_ties"):
+        make_method("papr_ties")
+
+
+def test_ties_global_threshold_covers_every_entry_it_trims(zoo):
+    """trim=global: the k-th largest |τ| is taken over the same entries the trim is applied to (vocab rows too)."""
+    from adamms_eval.merge import open_merger
+    merger = open_merger(zoo["qwen2_vl"], zoo["llava_ov_hf"], "ties", {"density": 0.3, "trim": "global"},
+                         pretrained=zoo["qwen2_lm"])
+    merger.prepare()
+    taus = [[], []]
+    for e in merger.plan.merged:
+        base, other, theta0 = (t.float() for t in merger.inputs(e))
+        taus[0].append((base - theta0).abs().flatten())
+        taus[1].append((other - theta0).abs().flatten())
+    assert any(e.vocab is not None for e in merger.plan.merged)
+    for thr, parts in zip(merger.method.global_thresholds, taus):
+        allabs = torch.cat(parts)
+        k = int(0.3 * allabs.numel())
+        assert thr == allabs.sort(descending=True).values[k - 1].item()
