@@ -3,9 +3,11 @@
 An adapter says, for every tensor name of its checkpoint, which canonical language-model slot it is
 (slot names are those of a plain LLaMA/Qwen2 decoder: `layers.3.self_attn.q_proj.weight`,
 `embed_tokens.weight`, `lm_head.weight`, ...), whether it is a duplicated multimodal copy of a slot
-(`duplicate_of` names the copy's branch, e.g. CogVLM's vision expert), or a modality-only tensor
-with no counterpart (`group`: vision, projector, ...). A fused tensor lists several `slots`,
-concatenated along dim 0 (CogVLM's QKV = rows of q, k, v).
+(`duplicate_of` names the modality the copy processes, e.g. "vision" for CogVLM's vision expert and
+mPLUG-Owl2's multiway.1, so copies match across architectures; `branch` is the copy's own name), a
+modality-only tensor with no counterpart (`group`: vision, projector, ...), or a non-parameter buffer
+that is never merged (`ignore`: rotary `inv_freq` saved by old transformers). A fused tensor lists
+several `slots`, concatenated along dim 0 (CogVLM's QKV = rows of q, k, v).
 """
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ VOCAB_SLOTS = ("embed_tokens.weight", "lm_head.weight")
 class KeyRole:
     """What one checkpoint tensor is, according to its adapter."""
     slots: tuple[str, ...] = ()          # canonical LM slots (several = fused along dim 0)
-    duplicate_of: str | None = None      # branch name of a duplicated multimodal copy
+    duplicate_of: str | None = None      # modality a duplicated multimodal copy processes ("vision")
+    branch: str | None = None            # the copy's own name ("vision_expert", "multiway_vision")
     group: str = "unrecognised"          # plan group
+    ignored: bool = False                # a buffer the model recomputes: never merged, base copy kept
 
     @property
     def is_lm(self) -> bool:
@@ -75,6 +79,9 @@ class Adapter:
         self.family = spec.get("family")
         self.family_by_architecture = spec.get("family_by_architecture", {})
         self.text_config_key = spec.get("text_config")
+        # transformers model_type whose config class reads a flat config.json of this checkpoint (remote-code
+        # models such as CogVLM and mPLUG-Owl2 are LLaMA underneath); default: the LM family
+        self.config_model_type = spec.get("config_model_type")
         self.rules = [(re.compile(r["match"]), r) for r in rules]
 
     def classify(self, key: str) -> KeyRole:
@@ -88,27 +95,43 @@ class Adapter:
             if bad:  # a rule that maps to a non-canonical name is a bug in the adapter file
                 raise AdammsError(f"adapter {self.name}: key {key} maps to unknown slot {bad[0]}")
             if slots:
-                group = "duplicated multimodal copies" if rule.get("duplicate_of") else slot_group(slots[0])
-                return KeyRole(slots, rule.get("duplicate_of"), group)
-            return KeyRole(group=rule.get("group", "other"))
+                dup = rule.get("duplicate_of")
+                group = "duplicated multimodal copies" if dup else slot_group(slots[0])
+                return KeyRole(slots, dup, rule.get("branch", dup) if dup else None, group)
+            return KeyRole(group=rule.get("group", "other"), ignored=bool(rule.get("ignore")))
         return KeyRole()
 
-    def lm_shape(self, config: dict) -> LMShape:
+    def family_of(self, config: dict) -> str:
+        if self.family:
+            return self.family
+        archs = " ".join(config.get("architectures") or [])
+        family = next((f for sub, f in self.family_by_architecture.items() if sub in archs), None)
         text = config.get(self.text_config_key) if self.text_config_key else None
-        cfg = {**config, **text} if isinstance(text, dict) else config
-        family = self.family
-        if family is None:
-            archs = " ".join(config.get("architectures") or [])
-            family = next((f for sub, f in self.family_by_architecture.items() if sub in archs), None)
-            family = family or cfg.get("model_type", "unknown")
+        return family or (text or {}).get("model_type") or config.get("model_type", "unknown")
+
+    def text_config(self, config: dict):
+        """The language model's config as transformers reads it: fields the published config.json omits
+        (llava-hf's text_config omits every LlamaConfig default) take the config class's defaults."""
+        from transformers import CONFIG_MAPPING
+        nested = self.text_config_key and isinstance(config.get(self.text_config_key), dict)
+        # nested (llava-hf, transformers 5): the wrapper class builds its text config with the text class's
+        # defaults; flat (liuhaotian, lmms-lab, remote code): the LM family's own class reads the raw JSON
+        model_type = config.get("model_type") if nested else (self.config_model_type or self.family_of(config))
+        if model_type not in CONFIG_MAPPING:
+            raise AdammsError(f"config.json of this {self.name} model has model_type {model_type!r}, which "
+                              "transformers does not know; is this the right architecture (see --base-arch/--other-arch)?")
         try:
-            heads = cfg["num_attention_heads"]
-            hidden = cfg["hidden_size"]
-            return LMShape(family, hidden, cfg["num_hidden_layers"], heads, cfg.get("num_key_value_heads") or heads,
-                           cfg["intermediate_size"], cfg.get("head_dim") or hidden // heads, cfg.get("vocab_size"))
-        except KeyError as e:
-            raise AdammsError(f"config.json lacks {e.args[0]} for a {self.name} model; "
+            return CONFIG_MAPPING[model_type].from_dict(dict(config)).get_text_config()
+        except (TypeError, ValueError, KeyError) as e:
+            raise AdammsError(f"config.json does not read as a {model_type} config ({e}); "
                               "is this the right architecture (see --base-arch/--other-arch)?") from None
+
+    def lm_shape(self, config: dict) -> LMShape:
+        cfg = self.text_config(config)
+        heads, hidden = cfg.num_attention_heads, cfg.hidden_size
+        return LMShape(self.family_of(config), hidden, cfg.num_hidden_layers, heads,
+                       getattr(cfg, "num_key_value_heads", None) or heads, cfg.intermediate_size,
+                       getattr(cfg, "head_dim", None) or hidden // heads, getattr(cfg, "vocab_size", None))
 
     def matches(self, config: dict) -> int:
         """2 = matched by architectures, 1 = by model_type, 0 = no match."""

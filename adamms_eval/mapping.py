@@ -2,8 +2,10 @@
 
 Built from tensor headers and configs only. Each base tensor becomes a `PlanEntry`: merged (with
 where each of its slots comes from in the other model and in θ0) or kept (with the reason).
-Paper, section 3.1: a duplicated multimodal copy in the base maps to the other's copy of the same
-branch if it has one, else to the other's original weight; a tensor without counterpart is kept.
+Paper, section 3.1 and Appendix B: a duplicated multimodal copy in the base maps, slot by slot, to the
+other's copy for the same modality where it has one (CogVLM's vision expert k/v <- mPLUG-Owl2's
+multiway.1 k/v), else to the other's original (shared / text) weight (CogVLM's vision-expert q <-
+mPLUG's shared q_proj); a tensor without counterpart is kept.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ class PlanEntry:
     pretrained: list[SlotRef] | None = None
     reason: str = ""                 # why kept; empty when merged
     vocab: VocabAlignment | None = None
-    branch: str | None = None        # duplicated-copy branch (CogVLM vision expert, mPLUG multiway.1)
+    branch: str | None = None        # duplicated copy's own name (CogVLM vision_expert, mPLUG multiway_vision)
 
     @property
     def merged(self) -> bool:
@@ -44,7 +46,9 @@ class PlanEntry:
 
     @property
     def canonical_name(self) -> str:
-        """Layout-independent name (same for a checkpoint on disk and the loaded model), e.g. to seed DARE."""
+        """Layout-independent name (same for a checkpoint on disk and the loaded model), e.g. to seed DARE.
+
+        Uses the copy's own branch name, not the modality it is matched by, so DARE masks are those of before."""
         return (f"{self.branch}:" if self.branch else "") + "+".join(self.slots)
 
 
@@ -96,6 +100,25 @@ class MergePlan:
     def merged(self) -> list[PlanEntry]:
         return [e for e in self.entries if e.merged]
 
+    def warnings(self) -> list[str]:
+        """What the counts alone would hide: language-model tensors of the base left unmerged."""
+        out = []
+        for what, side in (("other", self.other), ("pretrained", self.pretrained)):
+            if side is None:
+                continue
+            lost = [e.key for e in self.entries if e.reason == f"no counterpart in the {what} model"]
+            head = [k for k in lost if self.base.roles[k].slots == ("lm_head.weight",)]
+            if head and "lm_head.weight" not in side.original and "embed_tokens.weight" in side.original:
+                tied = side.source.config.get("tie_word_embeddings")
+                out.append(f"the {what} model ({side.adapter.name}) has no lm_head tensor"
+                           f"{' (tie_word_embeddings)' if tied else ''}: the base's {head[0]} is NOT merged and "
+                           "keeps the base's values; only the embeddings move")
+                lost = [k for k in lost if k not in head]
+            if lost:
+                out.append(f"{len(lost)} language-model tensors of the base have no counterpart in the {what} model "
+                           f"and keep the base's values (first: {lost[0]})")
+        return out
+
     def summary(self) -> dict:
         groups: dict[str, dict] = defaultdict(lambda: {"tensors": 0, "merged": 0, "kept": Counter(), "vocab_aligned": 0})
         for e in self.entries:
@@ -116,6 +139,7 @@ class MergePlan:
             "merged_parameters": sum(_merged_numel(e) for e in self.merged),
             "vocabulary": self.vocab_note,
             "groups": {k: {**v, "kept": dict(v["kept"])} for k, v in sorted(groups.items())},
+            "warnings": self.warnings(),
         }
 
 
@@ -152,7 +176,10 @@ def build_plan(base_src, other_src, pretrained_src=None, base_arch: str | None =
 def _entry(key, base: ModelSide, other: ModelSide, theta0: ModelSide | None, vocab) -> PlanEntry:
     info = base.source.info(key)
     role = base.roles[key]
-    e = PlanEntry(key, info.shape, info.dtype, role.group, role.slots, branch=role.duplicate_of)
+    e = PlanEntry(key, info.shape, info.dtype, role.group, role.slots, branch=role.branch)
+    if role.ignored:
+        e.reason = "buffer the model recomputes (never merged; base copy kept)"
+        return e
     if not role.is_lm:
         e.reason = f"{role.group}: no counterpart (base weights kept)" if role.group != "unrecognised" else \
             f"not described by the {base.adapter.name} adapter (kept)"
@@ -180,9 +207,10 @@ def _entry(key, base: ModelSide, other: ModelSide, theta0: ModelSide | None, voc
     return e
 
 
-def _lookup(side: ModelSide, slot: str, branch: str | None) -> SlotRef | None:
-    if branch and (branch, slot) in side.copies:
-        return side.copies[(branch, slot)]
+def _lookup(side: ModelSide, slot: str, modality: str | None) -> SlotRef | None:
+    """The other's copy for the same modality where it has one for this slot, else its original weight."""
+    if modality and (modality, slot) in side.copies:
+        return side.copies[(modality, slot)]
     return side.original.get(slot)
 
 
