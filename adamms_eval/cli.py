@@ -41,6 +41,8 @@ def _print_plan(summary: dict) -> None:
         print(f"{name:32} {g['tensors']:>8} {g['merged']:>8} {kept:>6}  {why}{aligned}")
     print(f"\n{summary['merged']} of {summary['tensors']} tensors merged, "
           f"{summary['merged_parameters']:,} parameters")
+    for w in summary.get("warnings", []):
+        print(f"WARNING: {w}")
 
 
 def cmd_plan(a) -> None:
