@@ -77,7 +77,7 @@ class LazyMerge:
                 target = param.device if self.storage == "device" else torch.device("cpu")
                 self.paths[e.key] = path.to(target, pin=self.storage == "host" and torch.cuda.is_available())
         self._value = 0.0 if self.method.coefficient == "alpha" else None
-        self._shapes = {k: (tuple(p.shape), p.dtype) for k, p in self._params.items()}
+        self._shapes = {k: (tuple(self._params[k].shape), self._params[k].dtype) for k in self.paths}
 
     # -- construction helpers ----------------------------------------------------------------------
     def _unique_parameters(self) -> dict[str, torch.Tensor]:
@@ -124,27 +124,49 @@ class LazyMerge:
         """The current coefficient (None until the first set() for methods that do not start at the base)."""
         return self._value
 
-    def _check_unchanged(self) -> None:
+    def _current(self) -> dict[str, torch.Tensor]:
+        """The model's tensors as they are now: `model.to(device)` and friends swap a parameter's storage,
+        so the tensors captured at construction may be orphaned; look them up by name at every set()."""
+        now = self.model.state_dict(keep_vars=True)
+        missing = [k for k in self.paths if k not in now]
+        if missing:
+            raise AdammsError(f"{missing[0]} is no longer in the model: it changed since this LazyMerge was built; "
+                              "build a new LazyMerge")
+        return {k: now[k].data for k in self.paths}
+
+    def _check_unchanged(self) -> dict[str, torch.Tensor]:
         for f, stamp in self._stamps.items():
             p = FsPath(f)
             now = (p.stat().st_size, p.stat().st_mtime) if p.exists() else None
             if now != stamp:
                 raise AdammsError(f"{f} changed on disk since this LazyMerge was built; build a new LazyMerge")
-        for k, (shape, dtype) in self._shapes.items():
-            p = self._params[k]
-            if tuple(p.shape) != shape or p.dtype != dtype:
-                raise AdammsError(f"{k} is now {list(p.shape)} {p.dtype}, planned {list(shape)} {dtype}: "
-                                  "the model changed since this LazyMerge was built; build a new one")
+        current = self._current()
+        for k, p in current.items():
+            shape, dtype = self._shapes[k]
+            if tuple(p.shape) != shape:
+                raise AdammsError(f"{k} is now {list(p.shape)}, planned {list(shape)}: the model changed since this "
+                                  "LazyMerge was built; build a new one")
+            if p.dtype != dtype:
+                raise AdammsError(f"{k} was cast from {dtype} to {p.dtype} after this LazyMerge was built; the merge "
+                                  f"paths are {dtype}: cast the model back, or build a new LazyMerge after the cast")
+            if p.device.type == "meta":
+                raise AdammsError(f"{k} was offloaded (meta device) after this LazyMerge was built; keep merged "
+                                  "weights on real devices")
+        return current
 
     def set(self, lam: float) -> "LazyMerge":
         lam = self.method.check_coefficient(lam)
-        self._check_unchanged()
+        current = self._check_unchanged()  # nothing is written unless every tensor can be
         with torch.no_grad():
             for key, path in self.paths.items():
-                param = self._params[key]
+                param = current[key]
                 if path.a.device != param.device:
-                    path = path.to(param.device, non_blocking=True)
+                    if self.storage == "device":  # the model moved: its paths follow it once
+                        path = self.paths[key] = path.to(param.device)
+                    else:
+                        path = path.to(param.device, non_blocking=True)
                 path.point(lam, out=param)
+        self._params.update(current)
         self._value = lam
         return self
 

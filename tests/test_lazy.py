@@ -138,3 +138,26 @@ def test_two_rank_gloo_every_rank_moves_its_copy(zoo, tmp_path):
     ref, _ = merged_state(zoo, tmp_path, "linear", {}, 0.35)
     expected = torch.cat([t.flatten().double() for t in ref.values()])
     assert torch.equal(g[0], g[1]) and torch.equal(g[0], expected)
+
+
+def test_set_follows_swapped_storage_and_refuses_a_cast(zoo, tmp_path):
+    """`model.to(device)` gives every parameter new storage: set() must write the model's current tensors."""
+    model = load(zoo["qwen2_vl"])
+    merged = LazyMerge(model, zoo["llava_ov_hf"], progress=False)
+    merged.set(0.5)
+    with torch.no_grad():  # what module._apply does on a device move: new storage behind the same names
+        for p in model.parameters():
+            p.data = p.data.clone()
+    merged.set(0.3)
+    ref, _ = merged_state(zoo, tmp_path, "linear", {}, 0.3)
+    assert_same_bits(model.state_dict(), ref)
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.to(torch.float64)
+    with pytest.raises(AdammsError, match="was cast from torch.float32 to torch.float64"):
+        merged.set(0.1)
+    model.to(torch.float32)
+    assert_same_bits(model.state_dict(), before)  # nothing was written by the refused set()
+    assert merged.value == 0.3
+    merged.set(0.3)
+    assert_same_bits(model.state_dict(), ref)
