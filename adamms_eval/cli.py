@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("merge", help="write a merged checkpoint in the base's format")
     _add_pair_args(m)
     m.add_argument("--method", default="linear",
-                   help="linear (AdaMMS), task_arithmetic, ties, dare_linear, dare_ties, metagpt")
+                   help="linear (AdaMMS), task_arithmetic, ties, dare_linear, dare_ties, metagpt, or a preset of the "
+                        "paper's baseline settings: paper_task_arithmetic, paper_ties, paper_dare_linear, "
+                        "paper_dare_ties, paper_metagpt")
     m.add_argument("--alpha", type=float, help="linear: weight of the other model, in [0, 1]")
     m.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="method parameter with mergekit's names: weight, density, lambda, normalize, rescale, seed, trim")
