@@ -157,3 +157,159 @@ def test_incompatible_pair_refused_before_reading_data(zoo, monkeypatch):
         build_plan(Checkpoint(zoo["qwen2_vl"]), Checkpoint(zoo["llava15_hf"]))
     plan = build_plan(Checkpoint(zoo["cogvlm"]), Checkpoint(zoo["llava15_hf"]))  # planning reads headers only
     assert len(plan.merged) == 27
+
+
+# ---- CogVLM <-> mPLUG-Owl2 (Tables 12, 13): a duplicated copy takes the other's copy of the same modality ----
+
+def _cog_rows(qkv, j, n=64):
+    return qkv[n * j: n * (j + 1)]
+
+
+def test_cogvlm_from_mplug_owl2_vision_expert_takes_multiway1(zoo, tmp_path):
+    """Appendix B, CogVLM base: vision-expert q <- mPLUG's shared q_proj, k/v <- multiway.1 k/v,
+    vision dense <- shared o_proj, vision MLP <- shared MLP; the language expert takes multiway.0."""
+    out = state_dict(merge(zoo, tmp_path, "cogvlm", "mplug_owl2"))
+    a, b = state_dict(zoo["cogvlm"]), state_dict(zoo["mplug_owl2"])
+    for i in range(2):
+        p, m = f"model.layers.{i}.", f"model.layers.{i}."
+        for expert, way in (("vision_expert", 1), ("language_expert", 0)):
+            k = f"{p}self_attn.{expert}_query_key_value.weight"
+            parts = [b[m + "self_attn.q_proj.weight"], b[m + f"self_attn.k_proj.multiway.{way}.weight"],
+                     b[m + f"self_attn.v_proj.multiway.{way}.weight"]]
+            for j, part in enumerate(parts):  # slot by slot: the q, k, v row blocks of the fused tensor
+                torch.testing.assert_close(_cog_rows(out[k], j), lerp(_cog_rows(a[k], j), part, ALPHA),
+                                           rtol=0, atol=1e-6, msg=f"{k} block {j}")
+            k = f"{p}self_attn.{expert}_dense.weight"
+            assert_formula(out, k, lerp(a[k], b[m + "self_attn.o_proj.weight"], ALPHA))
+        for branch in ("vision_mlp", "language_mlp"):
+            for x in ("gate", "up", "down"):
+                k = f"{p}mlp.{branch}.{x}_proj.weight"
+                assert_formula(out, k, lerp(a[k], b[m + f"mlp.{x}_proj.weight"], ALPHA))
+        for x in ("input_layernorm", "post_attention_layernorm"):  # CogVLM's shared norms <- the text branch
+            assert_formula(out, f"{p}{x}.weight", lerp(a[f"{p}{x}.weight"], b[f"{m}{x}.multiway.0.weight"], ALPHA))
+    # the vision copy really differs from the text copy in mPLUG, so the test tells the two mappings apart
+    assert not torch.equal(b["model.layers.0.self_attn.k_proj.multiway.1.weight"],
+                           b["model.layers.0.self_attn.k_proj.multiway.0.weight"])
+
+
+def test_mplug_owl2_from_cogvlm_multiway1_takes_vision_expert(zoo, tmp_path):
+    """Appendix B, mPLUG-Owl2 base: multiway.1 k/v <- CogVLM vision-expert QKV's k and v row blocks,
+    multiway.1 norms <- CogVLM's shared norms; shared q/o/MLP and multiway.0 <- the language expert."""
+    out = state_dict(merge(zoo, tmp_path, "mplug_owl2", "cogvlm"))
+    a, b = state_dict(zoo["mplug_owl2"]), state_dict(zoo["cogvlm"])
+    for i in range(2):
+        p = f"model.layers.{i}."
+        vis, lang = b[p + "self_attn.vision_expert_query_key_value.weight"], \
+            b[p + "self_attn.language_expert_query_key_value.weight"]
+        for j, x in ((1, "k"), (2, "v")):
+            k = f"{p}self_attn.{x}_proj.multiway.1.weight"
+            assert_formula(out, k, lerp(a[k], _cog_rows(vis, j), ALPHA))
+            k = f"{p}self_attn.{x}_proj.multiway.0.weight"
+            assert_formula(out, k, lerp(a[k], _cog_rows(lang, j), ALPHA))
+        k = p + "self_attn.q_proj.weight"
+        assert_formula(out, k, lerp(a[k], _cog_rows(lang, 0), ALPHA))
+        k = p + "self_attn.o_proj.weight"
+        assert_formula(out, k, lerp(a[k], b[p + "self_attn.language_expert_dense.weight"], ALPHA))
+        for x in ("gate", "up", "down"):
+            k = f"{p}mlp.{x}_proj.weight"
+            assert_formula(out, k, lerp(a[k], b[f"{p}mlp.language_mlp.{x}_proj.weight"], ALPHA))
+        for x in ("input_layernorm", "post_attention_layernorm"):
+            for way in (0, 1):
+                k = f"{p}{x}.multiway.{way}.weight"
+                assert_formula(out, k, lerp(a[k], b[f"{p}{x}.weight"], ALPHA))
+    assert not torch.equal(_cog_rows(b["model.layers.0.self_attn.vision_expert_query_key_value.weight"], 1),
+                           _cog_rows(b["model.layers.0.self_attn.language_expert_query_key_value.weight"], 1))
+
+
+def test_duplicate_copies_keep_their_canonical_names(zoo):
+    """DARE seeds its masks with canonical_name: matching by modality must not change the names."""
+    plan = build_plan(Checkpoint(zoo["cogvlm"]), Checkpoint(zoo["mplug_owl2"]))
+    names = {e.key: e.canonical_name for e in plan.entries}
+    assert names["model.layers.1.self_attn.vision_expert_query_key_value.weight"] == \
+        "vision_expert:layers.1.self_attn.q_proj.weight+layers.1.self_attn.k_proj.weight+layers.1.self_attn.v_proj.weight"
+    assert names["model.layers.0.mlp.vision_mlp.up_proj.weight"] == "vision_expert:layers.0.mlp.up_proj.weight"
+    plan = build_plan(Checkpoint(zoo["mplug_owl2"]), Checkpoint(zoo["cogvlm"]))
+    names = {e.key: e.canonical_name for e in plan.entries}
+    assert names["model.layers.0.self_attn.k_proj.multiway.1.weight"] == "multiway_vision:layers.0.self_attn.k_proj.weight"
+    assert names["model.layers.0.self_attn.k_proj.multiway.0.weight"] == "layers.0.self_attn.k_proj.weight"
+
+
+# ---- buffers saved by old transformers, tied-embedding other models ----
+
+def _with_inv_freq(src, dst):
+    """A copy of a tiny .bin checkpoint with `rotary_emb.inv_freq` buffers, as transformers <= 4.31 saved them."""
+    import json
+    import shutil
+    shutil.copytree(src, dst)
+    index = json.loads((dst / "pytorch_model.bin.index.json").read_text())
+    shard = dst / "pytorch_model-00001-of-00002.bin"
+    sd = torch.load(shard, weights_only=True)
+    for i in range(2):
+        key = f"model.layers.{i}.self_attn.rotary_emb.inv_freq"
+        sd[key] = 1.0 / (10000 ** (torch.arange(0, 16, 2).float() / 16)) + i  # distinct per layer
+        index["weight_map"][key] = shard.name
+    torch.save(sd, shard)
+    (dst / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    return dst
+
+
+def test_rotary_buffers_are_listed_not_merged_and_copied(zoo, tmp_path, capsys):
+    from adamms_eval.cli import main
+    base = _with_inv_freq(zoo["llava15_orig"], tmp_path / "llava_old")
+    other = tmp_path / "mplug"
+    import shutil
+    shutil.copytree(zoo["mplug_owl2"], other)
+    sd = torch.load(other / "pytorch_model.bin", weights_only=True)
+    sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
+    torch.save(sd, other / "pytorch_model.bin")
+    assert main(["plan", "--base", str(base), "--other", str(other), "--json"]) == 0
+    import json
+    plan = json.loads(capsys.readouterr().out)
+    g = plan["groups"]["ignored buffers (rotary inv_freq)"]
+    assert g["tensors"] == 2 and g["merged"] == 0
+    merger = open_merger(base, other, "linear", None)
+    out = state_dict(write_merged(merger, ALPHA, tmp_path / "out", progress=False))
+    a = state_dict(base)
+    for i in range(2):
+        key = f"model.layers.{i}.self_attn.rotary_emb.inv_freq"
+        assert torch.equal(out[key], a[key])  # the base's copy, bit for bit
+    k = "model.layers.1.self_attn.k_proj.weight"  # everything else merges as before
+    assert_formula(out, k, lerp(a[k], sd["model.layers.1.self_attn.k_proj.multiway.0.weight"], ALPHA))
+
+
+def test_lazy_merge_ignores_buffers_of_the_other(zoo, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from adamms_eval import LazyMerge
+    other = _with_inv_freq(zoo["llava15_orig"], tmp_path / "llava_old")
+    model = AutoModelForImageTextToText.from_pretrained(zoo["llava15_hf"])
+    lazy = LazyMerge(model, other=other, method="linear", progress=False)
+    assert not any("inv_freq" in e.key for e in lazy.plan.merged)
+    lazy.set(ALPHA)
+    ref = state_dict(write_merged(open_merger(zoo["llava15_hf"], other), ALPHA, tmp_path / "ref", progress=False))
+    got = model.state_dict()["model.language_model.layers.1.self_attn.v_proj.weight"]
+    assert torch.equal(got, ref["language_model.model.layers.1.self_attn.v_proj.weight"].to(got.dtype))
+
+
+def test_tied_other_warns_that_lm_head_stays(zoo, tmp_path, capsys):
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from adamms_eval.cli import main
+    tied = tmp_path / "llama_tied"
+    shutil.copytree(zoo["llama_lm"], tied)
+    sd = state_dict(tied)
+    del sd["lm_head.weight"]
+    save_file(sd, tied / "model.safetensors")
+    cfg = json.loads((tied / "config.json").read_text())
+    (tied / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": True}))
+
+    plan = build_plan(Checkpoint(zoo["llava15_orig"]), Checkpoint(tied)).summary()
+    assert plan["groups"]["lm_head"]["merged"] == 0
+    assert len(plan["warnings"]) == 1 and "lm_head.weight is NOT merged" in plan["warnings"][0]
+    assert build_plan(Checkpoint(zoo["llava15_orig"]), Checkpoint(zoo["llama_lm"])).summary()["warnings"] == []
+    assert main(["plan", "--base", str(zoo["llava15_orig"]), "--other", str(tied)]) == 0
+    printed = capsys.readouterr().out
+    assert "WARNING: the other model (llama) has no lm_head tensor (tie_word_embeddings)" in printed
