@@ -4,11 +4,14 @@ The base architecture's own lmms-eval wrapper (qwen2_vl, llava_hf) loads the bas
 processes images and generates; `adamms` owns its weights through a LazyMerge. With alpha=auto each
 task first answers a seeded subset at every candidate coefficient, the coefficient with the most
 consistent answers is chosen (AdaMMS searching), then the whole task runs at it.
+Everything that does not depend on lmms-eval (settings, preflight plan, search records) lives in
+adamms_eval.session; this file is the lmms-eval plumbing.
 """
 from __future__ import annotations
 
 import collections
 import copy
+import inspect
 from pathlib import Path
 
 import torch
@@ -17,74 +20,80 @@ from lmms_eval.api.instance import GenerationResult
 from lmms_eval.api.model import lmms
 from lmms_eval.models import get_model
 
-from adamms_eval.autosearch import CoefficientSearch, SearchInput
-from adamms_eval.cache import default_cache_dir, digest
-from adamms_eval.checkpoint import file_stamps, load_config, weight_files
+from adamms_eval.autosearch import SearchInput
+from adamms_eval.cache import digest
 from adamms_eval.errors import AdammsError
-from adamms_eval.lazy import LazyMerge
-from adamms_eval.methods import REGISTRY
-from adamms_eval.report import plot_search
-from adamms_eval.search import DEFAULT_ALPHAS, parse_alphas, write_json_atomic
+from adamms_eval.session import (BACKENDS, RECORD_NAME, MergeSession, choose_backend, default_output_dir,
+                                 parse_settings)
 
 from .loglikelihood import continuation_nll
 
-BACKENDS = {"qwen2_vl": "qwen2_vl", "llava": "llava_hf", "llava_onevision": "llava_hf", "llava_next": "llava_hf"}
-RECORD_NAME = "adamms_search.json"
+HARNESS = "lmms_eval"
+# Set by the adamms model itself, never by the user: passing them would clash with ours.
+_OWN_BACKEND_ARGS = {"self", "pretrained", "device", "batch_size", "max_batch_size"}
+_RUN_NAMES: dict[tuple[str, str], str] = {}  # (base, other) as given -> run name, for lmms-eval's model_name
+
+__all__ = ["Adamms", "BACKENDS", "RECORD_NAME"]
 
 
-def _choose_backend(base: str, backend: str | None) -> str:
-    if backend:
-        return backend
-    model_type = load_config(base).get("model_type")
-    if model_type not in BACKENDS:
-        raise AdammsError(f"no lmms-eval backend known for model_type {model_type!r}; pass backend=NAME "
-                          f"(known: {', '.join(sorted(set(BACKENDS.values())))})")
-    return BACKENDS[model_type]
+def _backend_params(cls) -> set[str] | None:
+    """The keyword arguments a backend accepts (None when it takes anything)."""
+    sig = inspect.signature(cls.__init__).parameters
+    names = {n for n, p in sig.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - _OWN_BACKEND_ARGS
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.values())
+    # lmms-eval's built-ins take **kwargs only to assert it is empty: their named arguments are the real list
+    return names if names or not var_kw else None
+
+
+def _merge_model_name(model_args) -> str | None:
+    """lmms-eval names a run's output folder after `pretrained=` (θ0 here, the one model not evaluated); an
+    adamms run is named after its merge instead."""
+    if isinstance(model_args, str):
+        from lmms_eval.utils import simple_parse_args_string
+        try:
+            model_args = simple_parse_args_string(model_args)
+        except ValueError:
+            return None
+    if not isinstance(model_args, dict):
+        return None
+    return _RUN_NAMES.get((str(model_args.get("base")), str(model_args.get("other"))))
+
+
+def _name_runs_after_the_merge() -> None:
+    from lmms_eval.loggers.evaluation_tracker import GeneralConfigTracker
+    current = GeneralConfigTracker.__dict__["_get_model_name"].__func__
+    if getattr(current, "adamms", False):
+        return
+
+    def _get_model_name(model_args) -> str:
+        return _merge_model_name(model_args) or current(model_args)
+    _get_model_name.adamms = True
+    GeneralConfigTracker._get_model_name = staticmethod(_get_model_name)
 
 
 class Adamms(lmms):
     is_simple = True
 
-    def __init__(self, base: str, other: str, alpha="auto", method: str = "linear", pretrained: str | None = None,
-                 alphas=DEFAULT_ALPHAS, search_samples: int = 100, search_seed: int = 0, metric: str = "exact",
-                 embedding_model: str | None = None, backend: str | None = None, cache_dir: str | None = None,
-                 search_report: str = "scores", search_output: str | None = None, storage: str = "auto",
-                 batch_size=1, max_batch_size=None, device=None, **kwargs):
+    def __init__(self, batch_size=1, max_batch_size=None, device=None, **options):
         super().__init__()
-        if method not in REGISTRY:
-            raise AdammsError(f"unknown method {method!r}; choose one of {', '.join(REGISTRY)}")
-        method_names = set(REGISTRY[method].params) | {"lambda"}
-        params = {k: kwargs.pop(k) for k in list(kwargs) if k in method_names}
-        self.backend_name = _choose_backend(base, backend)
+        # Everything is checked before any weights load: settings, backend arguments, the pair's plan.
+        settings, _ = parse_settings(options)
+        self.backend_name = choose_backend(HARNESS, settings.base, settings.backend)
+        cls = get_model(self.backend_name, force_simple=True)
+        settings, backend_kwargs = parse_settings(options, _backend_params(cls),
+                                                  backend_label=f"lmms-eval's {self.backend_name} backend")
+        self.session = MergeSession(settings, self.backend_name, HARNESS)
+        _RUN_NAMES[(str(options["base"]), str(options["other"]))] = self.session.run_name
+        _name_runs_after_the_merge()
+
         cpu = not torch.cuda.is_available()
         device = device or ("cpu" if cpu else "cuda")
         if cpu:
-            kwargs.setdefault("device_map", "cpu")
-        cls = get_model(self.backend_name, force_simple=True)
-        self.backend = cls(pretrained=base, device=device, batch_size=batch_size, **kwargs)
+            backend_kwargs.setdefault("device_map", "cpu")
+        self.backend = cls(pretrained=settings.base, device=device, batch_size=batch_size, **backend_kwargs)
         self.backend.task_dict = self.task_dict  # the evaluator fills ours; share the same dict
-        self.merged = LazyMerge(self.backend.model, other, method, pretrained, params, storage=storage,
-                                base_tokenizer=base)
-        self.auto = str(alpha).lower() == "auto"
-        self.alphas = parse_alphas(alphas)
-        self.fixed = None if self.auto else self.merged.method.check_coefficient(float(alpha))
-        if self.fixed is not None:
-            self.merged.set(self.fixed)
-        identity = {"base": str(Path(base).resolve()), "other": str(Path(other).resolve()),
-                    "pretrained": str(Path(pretrained).resolve()) if pretrained else None,
-                    "method": self.merged.method.describe(), "backend": self.backend_name,
-                    "stamps": {**file_stamps(weight_files(base)), **self.merged.other.stamp()}}  # stats only
-        self.search = CoefficientSearch(self.merged, self.alphas, int(search_samples), int(search_seed), metric,
-                                        embedding_model, Path(cache_dir) if cache_dir else default_cache_dir(),
-                                        identity, progress=self.rank == 0)
-        if search_report not in ("scores", "full"):
-            raise AdammsError(f"search_report={search_report!r}: choose scores or full")
-        self.search_report, self.search_output = search_report, search_output
-        self.records: dict[str, dict] = {}
-        self.run_info = {"base": base, "other": other, "method": self.merged.method.describe(),
-                         "pretrained": pretrained, "backend": self.backend_name,
-                         "alpha": "auto" if self.auto else self.fixed}
-        self._output_dir = None
+        self.merged = self.session.attach(self.backend.model, rank=self.rank)
+        self._output_dir: Path | None = None
         self._device = torch.device(device)
 
     @property
@@ -110,6 +119,8 @@ class Adamms(lmms):
         return groups
 
     def _note_output_dir(self, requests) -> None:
+        """Where the record goes: beside lmms-eval's results (<output_path>/<model name>/), else search_output,
+        else the documented default folder (logged)."""
         if self._output_dir is not None or not requests:
             return
         cli = getattr(getattr(requests[0].args[2], "__self__", None), "args", None)  # doc_to_visual is bound to the Task
@@ -118,21 +129,25 @@ class Adamms(lmms):
             from lmms_eval.utils import sanitize_model_name
             name = sanitize_model_name(GeneralConfigTracker._get_model_name(cli.model_args))
             self._output_dir = Path(cli.output_path) / name
-        elif self.search_output:
-            self._output_dir = Path(self.search_output)
+        elif self.session.settings.search_output:
+            self._output_dir = Path(self.session.settings.search_output)
+        else:
+            self._output_dir = default_output_dir(self.session.run_name)
+            if self.rank == 0:
+                eval_logger.warning(f"adamms: no --output_path: the search record goes to {self._output_dir} "
+                                    "(set --output_path, search_output=DIR or $ADAMMS_OUTPUT)")
 
     def _alpha_for(self, task: str, requests, answer, score) -> float:
-        if not self.auto:
-            return self.fixed
-        if task not in self.records:
-            real = [r for r in requests if not r.metadata.get("__padding_only__")]
-            inputs = self._search_inputs(real)
-            record = self.search.run(task, inputs, answer, score if self.search_report == "full" else None)
-            self.records[task] = record
-            eval_logger.info(f"adamms: {task}: chose {record['coefficient']}={record['alpha']} "
-                             f"D={record['scores']} (n={record['subset_size']}, {record['search_seconds']} s)")
+        searched = task in self.session.records
+        real = [r for r in requests if not r.metadata.get("__padding_only__")]
+        alpha = self.session.alpha_for(task, self._search_inputs(real) if self.session.auto else [], answer, score)
+        if self.session.auto and not searched:
+            rec = self.session.records[task]
+            eval_logger.info(f"adamms: {task}: chose {rec['coefficient']}={rec['alpha']} "
+                             f"D={rec['scores']} (n={rec['subset_size']}, {rec['search_seconds']} s)")
             self._write_records()
-        return self.records[task]["alpha"]
+        self.session.set_for(alpha)
+        return alpha
 
     @staticmethod
     def _search_inputs(requests) -> list[SearchInput]:
@@ -152,9 +167,7 @@ class Adamms(lmms):
             def answer(inputs):
                 return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
 
-            alpha = self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=True))
-            if self.merged.value != alpha:  # a fixed α is set once, at construction
-                self.merged.set(alpha)
+            self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=True))
             for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
                 out[i] = resp
         return out
@@ -168,9 +181,7 @@ class Adamms(lmms):
             def answer(inputs):  # a multiple-choice input answers with its most likely choice
                 return [min(i.payload, key=lambda r: self._nll(r)[0]).args[1].strip() for i in inputs]
 
-            alpha = self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=False))
-            if self.merged.value != alpha:  # a fixed α is set once, at construction
-                self.merged.set(alpha)
+            self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=False))
             for i, r in zip(idx, reqs):
                 out[i] = GenerationResult(text=self._nll(r))  # lmms-eval would stringify a bare tuple
         return out
@@ -185,40 +196,48 @@ class Adamms(lmms):
 
     # -- reporting -----------------------------------------------------------------------------------------
     def _scorer(self, reqs, generate: bool):
-        """Task score of the search answers at each candidate (search_report=full; uses labels, report only)."""
+        """search_report=full: the task's own score of each candidate's subset answers, i.e. its process_results
+        per doc and its aggregation functions over the subset (uses labels; for the record and plot only)."""
         task_obj = getattr(reqs[0].args[2], "__self__", None)
-        split = reqs[0].args[5]
         if task_obj is None:
             return None
+        task, split = reqs[0].task_name, reqs[0].args[5]
 
         def score(alpha, answers: dict) -> dict:
-            totals = collections.defaultdict(list)
+            per_metric = collections.defaultdict(list)
             for doc_id, ans in answers.items():
-                doc = self.task_dict[reqs[0].task_name][split][doc_id]
+                doc = self.task_dict[task][split][doc_id]
                 if generate:
                     res = task_obj.process_results(doc, [ans])
-                else:
+                else:  # lmms-eval takes the argmin of the choices' losses: the answer gets the smallest
                     choices = task_obj.doc_to_choice(doc)
                     res = task_obj.process_results(doc, [(0.0 if c.strip() == ans else 1.0, False) for c in choices])
-                for k, v in res.items():
-                    if isinstance(v, (int, float)):
-                        totals[k].append(float(v))
-            return {k: sum(v) / len(v) for k, v in totals.items()}
+                for metric, value in res.items():
+                    per_metric[metric].append(value)
+            aggregations = task_obj.aggregation()
+            out = {}
+            for metric, items in per_metric.items():
+                fn = aggregations.get(metric)
+                if fn is None:
+                    continue  # lmms-eval reports only metrics with an aggregation too
+                kw = {"args": task_obj.args} if "args" in inspect.signature(fn).parameters else {}
+                try:
+                    out[metric] = float(fn(items, **kw))
+                except Exception as e:
+                    raise AdammsError(f"{metric}: its aggregation {getattr(fn, '__name__', fn)} fails on the "
+                                      f"{len(items)}-doc search subset ({type(e).__name__}: {e})") from None
+            return out
         return score
 
     def _write_records(self) -> None:
         if self.rank != 0 or self._output_dir is None:
             return
-        data = {"run": self.run_info, "tasks": self.records}
-        write_json_atomic(self._output_dir / RECORD_NAME, data)
-        for task, rec in self.records.items():
-            if "scores" in rec:
-                plot_search(task, rec, self._output_dir / f"adamms_search_{task}.png")
+        self.session.write_records(self._output_dir)
 
     def clean(self):
-        if self.fixed is not None and not self.records:
-            self.records = {"*": {"alpha": self.fixed, "coefficient": self.merged.method.coefficient, "searched": False}}
+        if self._output_dir is None:
+            self._output_dir = Path(self.session.settings.search_output or default_output_dir(self.session.run_name))
         self._write_records()
-        if self._output_dir is not None and self.rank == 0:
+        if self.rank == 0:
             eval_logger.info(f"adamms: search record -> {self._output_dir / RECORD_NAME}")
         super().clean()

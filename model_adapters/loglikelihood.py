@@ -35,9 +35,22 @@ def _llava_hf_prompt(backend, ctx, visuals):
 PROMPTS = {"qwen2_vl": _qwen2_vl_prompt, "llava_hf": _llava_hf_prompt}
 
 
-@torch.inference_mode()
 def continuation_nll(backend, backend_name: str, ctx: str, continuation: str, visuals) -> tuple[float, bool]:
-    """(sum of −log p(continuation tokens), whether greedy decoding would produce them)."""
+    """(sum of −log p(continuation tokens), whether greedy decoding would produce them).
+
+    A backend that scores choices itself (a `continuation_nll(ctx, continuation, visuals)` method, as the
+    project's own ports have) is asked directly; the built-in ones go through PROMPTS."""
+    own = getattr(backend, "continuation_nll", None)
+    if callable(own):
+        return own(ctx, continuation, visuals)
+    if backend_name not in PROMPTS:
+        raise NotImplementedError(f"no choice scoring for lmms-eval backend {backend_name!r}: give it a "
+                                  "continuation_nll(ctx, continuation, visuals) method or add it to PROMPTS")
+    return _nll_with_prompt(backend, backend_name, ctx, continuation, visuals)
+
+
+@torch.inference_mode()
+def _nll_with_prompt(backend, backend_name: str, ctx: str, continuation: str, visuals) -> tuple[float, bool]:
     processor, prompt, images = PROMPTS[backend_name](backend, ctx, visuals)
     kw = {"images": images} if images else {}
     n_prompt = processor(text=[prompt], return_tensors="pt", **kw)["input_ids"].shape[1]
