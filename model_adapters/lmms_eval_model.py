@@ -92,7 +92,9 @@ class Adamms(lmms):
             backend_kwargs.setdefault("device_map", "cpu")
         self.backend = cls(pretrained=settings.base, device=device, batch_size=batch_size, **backend_kwargs)
         self.backend.task_dict = self.task_dict  # the evaluator fills ours; share the same dict
-        self.merged = self.session.attach(self.backend.model, rank=self.rank)
+        self.merged = self.session.attach(
+            self.backend.model, rank=self.rank, code_files=[__file__, str(Path(__file__).with_name("loglikelihood.py"))],
+            backend_args={**backend_kwargs, "device": device, "batch_size": batch_size})
         self._output_dir: Path | None = None
         self._device = torch.device(device)
 

@@ -1,10 +1,9 @@
-"""select_alpha on crafted responses, subsets, alpha grids and the generation cache."""
+"""select_alpha on crafted responses, subsets and alpha grids (the generation cache: tests/test_cache.py)."""
 import json
 import random
 
 import pytest
 
-from adamms_eval.cache import GenerationCache
 from adamms_eval.errors import AdammsError
 from adamms_eval.search import check_candidates, draw_subset, normalize_answer, parse_alphas, select_alpha
 
@@ -144,18 +143,3 @@ def test_subset_is_seeded_and_order_free():
     assert a == draw_subset(list(reversed(ids)), 100, 7) and len(a) == 100
     assert a != draw_subset(ids, 100, 8)
     assert draw_subset([3, 1, 2], 100, 7) == [1, 2, 3]
-
-
-def test_cache_resumes_and_survives_corruption(tmp_path):
-    c = GenerationCache(tmp_path, {"pair": 1}, "task/a")
-    c.put(0.1, {"0:k": "red", "1:k": "blue"})
-    again = GenerationCache(tmp_path, {"pair": 1}, "task/a")
-    assert again.get(0.1, "0:k") == "red" and again.get(0.2, "0:k") is None
-    assert GenerationCache(tmp_path, {"pair": 2}, "task/a").get(0.1, "0:k") is None  # another pair
-    with again.path.open("a") as fh:
-        fh.write("{not json\n")
-    broken = GenerationCache(tmp_path, {"pair": 1}, "task/a")
-    assert broken.get(0.1, "0:k") is None and "unreadable" in broken.note
-    assert broken.path.with_suffix(".corrupt").exists()
-    broken.put(0.1, {"0:k": "green"})
-    assert json.loads(broken.path.read_text().splitlines()[0])["response"] == "green"
