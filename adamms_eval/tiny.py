@@ -5,7 +5,9 @@
   (llava-hf port / lmms-lab layout).
 * LLaMA family (hidden 64, 2 layers, MHA, vocab 96 standing in for Vicuna's 32000): ``llama_lm`` = θ0;
   ``llava15_hf`` = θ0 + C with 128 rows; ``llava15_orig`` (liuhaotian layout: sharded .bin, no vision tower, 96 rows);
-  ``cogvlm`` (language expert = θ0 + D); ``mplug_owl2`` (multiway.0 = θ0 + E).
+  ``cogvlm`` (language expert = θ0 + D); ``mplug_owl2`` (multiway.0 = θ0 + E). These two are saved through our
+  ports (adamms_eval.ports) in the released layouts, with a LLaMA tokenizer and a greedy generation config
+  (mPLUG-Owl2 also with its CLIP image processor config).
 
 θ0 is the seeded random init of the transformers class with norms set to 1 + noise. Embedding / lm_head rows past
 a model's tokenizer stay as in θ0 (untrained), or keep the MLLM's random init where θ0 has no such row. Checkpoints
@@ -381,7 +383,6 @@ class _Builder:
         for i in range(2):
             shapes.update(_vit_block(f"transformer.layers.{i}.", h, "attention"))
         sd.update({f"model.vision.{k}": v for k, v in _random(shapes, SEED["cogvlm"] + 200).items()})
-        _save_safetensors(sd, path / "model.safetensors", self.dtype)
         vision = dict(dropout_prob=0.0, hidden_act="gelu", hidden_size=h, image_size=28, in_channels=3,
                       intermediate_size=2 * h, layer_norm_eps=1e-6, num_heads=2, num_hidden_layers=2, num_positions=5,
                       patch_size=14)
@@ -390,7 +391,9 @@ class _Builder:
                            auto_map={"AutoConfig": "configuration_cogvlm.CogVLMConfig",
                                      "AutoModelForCausalLM": "modeling_cogvlm.CogVLMForCausalLM"})
         del cfg["num_key_value_heads"]  # CogVLM v1 is MHA and its config.json has no such field
-        _save_json(cfg, path / "config.json")
+        from .ports import CogVLMConfig, CogVLMForCausalLM
+        # the real checkpoint ships no tokenizer (it uses Vicuna's); the tiny one carries its LLaMA tokenizer
+        self._save_port(CogVLMForCausalLM, CogVLMConfig, cfg, sd, path, _llama_tokenizer([], pad_token="<unk>"))
 
     def mplug_owl2(self, path):
         from transformers import LlamaConfig
@@ -420,16 +423,37 @@ class _Builder:
                            **_linear(f"{p}output.mlp.w3", 2 * h, h), **_layernorm(f"{p}output.mlp.ffn_ln", 2 * h),
                            f"{p}attention.q_pos_embed": (q, h), f"{p}attention.k_pos_embed": (5, h)})
         sd.update({f"model.{k}": v for k, v in _random(shapes, SEED["mplug"] + 200).items()})
-        torch.save(_plain(sd, self.dtype), path / "pytorch_model.bin")
         visual = {"visual_model": dict(hidden_size=h, intermediate_size=2 * h, num_hidden_layers=2,
                                        num_attention_heads=2, image_size=28, patch_size=14, hidden_act="quick_gelu",
                                        layer_norm_eps=1e-6, use_flash_attn=False),
                   "visual_abstractor": dict(num_learnable_queries=q, hidden_size=h, num_hidden_layers=2,
                                             num_attention_heads=2, intermediate_size=2 * h, layer_norm_eps=1e-6,
                                             encoder_hidden_size=h, grid_size=2)}
-        _save_json(_flat_config(LlamaConfig(**LLAMA), "MPLUGOwl2LlamaForCausalLM", "mplug_owl2", self.dtype,
-                                pad_token_id=0, pretraining_tp=1, attention_bias=False, visual_config=visual),
-                   path / "config.json")
+        cfg = _flat_config(LlamaConfig(**LLAMA), "MPLUGOwl2LlamaForCausalLM", "mplug_owl2", self.dtype,
+                           pad_token_id=0, pretraining_tp=1, attention_bias=False, visual_config=visual)
+        from transformers import CLIPImageProcessor
+        from .ports import MPLUGOwl2Config, MPLUGOwl2LlamaForCausalLM
+        from .ports.common import CLIP_MEAN, CLIP_STD
+        self._save_port(MPLUGOwl2LlamaForCausalLM, MPLUGOwl2Config, cfg, sd, path,
+                        _llama_tokenizer([], pad_token="<unk>"), bin_file=True)
+        CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, resample=3,
+                           image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(path)
+
+    def _save_port(self, model_cls, config_cls, cfg: dict, sd: dict, path: Path, tokenizer, bin_file=False) -> None:
+        """Load `sd` into our port class (strict: the released names and shapes) and save it from there, with
+        a tokenizer, a greedy generation config and the released-style flat config.json."""
+        from transformers import GenerationConfig
+        model = model_cls(config_cls.from_dict(cfg)).eval()
+        model.load_state_dict(sd, strict=True)
+        if bin_file:  # mPLUG-Owl2 was released as pytorch_model*.bin
+            torch.save(_plain(model.state_dict(), self.dtype), path / "pytorch_model.bin")
+            model.generation_config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=16,
+                                                       bos_token_id=1, eos_token_id=2, pad_token_id=0)
+            model.generation_config.save_pretrained(path)
+            tokenizer.save_pretrained(path)
+        else:
+            self._save_hf(model.to(self.dtype), path, tokenizer, 2, 0)
+        _save_json(cfg, path / "config.json")  # as released (save_pretrained wrote the class's full dict)
 
 
 def build_zoo(out_dir: str | Path, names: Iterable[str] | None = None, dtype=torch.float32) -> dict[str, Path]:
