@@ -1,9 +1,11 @@
-"""`adamms` command line: plan, merge, architectures."""
+"""`adamms` command line: plan, merge, architectures. Errors and interrupts are one line on stderr."""
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 from .errors import AdammsError
 
@@ -71,7 +73,8 @@ def cmd_merge(a) -> None:
             raise AdammsError(f"{a.method} moves along lambda: pass --param lambda=VALUE instead of --alpha")
         lam = method.check_coefficient(method.default_coefficient if method.default_coefficient is not None else 1.0)
     merger = open_merger(a.base, a.other, a.method, params, a.pretrained, a.base_arch, a.other_arch, a.pretrained_arch)
-    out = write_merged(merger, lam, a.out, force=a.force, max_shard_size=a.max_shard_size, progress=not a.quiet)
+    out = write_merged(merger, lam, a.out, force=a.force, max_shard_size=a.max_shard_size, progress=not a.quiet,
+                       notify=lambda message: print(f"adamms: {message}", file=sys.stderr))
     print(f"wrote {out} ({merger.method.name}, {merger.method.coefficient}={lam:g}, "
           f"{len(merger.plan.merged)} of {len(merger.plan.entries)} tensors merged)")
 
@@ -108,13 +111,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`) handled like Ctrl-C: clean up, one line, exit 128+15."""
+    signum = signal.SIGTERM
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         args.func(args)
     except AdammsError as e:
         print(f"adamms: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: one line saying what happened, no traceback
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"adamms: interrupted ({signal.Signals(signum).name}): {str(e) or 'nothing written'}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

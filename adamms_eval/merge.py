@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 import shutil
+import signal
 import time
 from pathlib import Path as FsPath
 from typing import Iterator
@@ -18,9 +19,11 @@ from .chunked import task_vector_chunks
 from .errors import AdammsError
 from .mapping import MergePlan, PlanEntry, build_plan
 from .methods import MergeMethod, Path, make_method
+from .partial import OutputLock, PartialOutput, human_bytes, plan_identity
 
 WEIGHT_FILE_PREFIXES = ("model.safetensors", "model-", "pytorch_model")
 RECORD_FILE = "adamms_merge.json"
+log = logging.getLogger("adamms_eval")
 
 
 def _finite(t: torch.Tensor, key: str, where) -> torch.Tensor:
@@ -117,50 +120,77 @@ def _guard_output(out: FsPath, inputs: list[FsPath], force: bool) -> None:
         raise AdammsError(f"output {out} already exists; pass --force to replace it or choose another --out")
 
 
+class MergeInterrupted(KeyboardInterrupt):
+    """A merge stopped by SIGINT / SIGTERM; the message says what was kept. `signum` is the signal."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
 def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_shard_size: str = "1GB",
-                 progress: bool = True, extra_record: dict | None = None) -> FsPath:
-    """Stream the merged checkpoint tensor by tensor into a temporary folder, then rename it to out_dir."""
+                 progress: bool = True, extra_record: dict | None = None, notify=None) -> FsPath:
+    """Stream the merged checkpoint shard by shard into `.OUT.partial-PID`, then rename it to out_dir.
+
+    Crash safety (see partial.py): the whole run holds a lock beside the output; each finished shard is
+    recorded with its hash in the partial folder, so a killed run's shards are reused by the next run of the
+    same plan; partial folders of other plans are removed. `notify(message)` receives what was found."""
     plan, method = merger.plan, merger.method
     lam = method.check_coefficient(lam)
+    notify = notify or log.warning
     out = FsPath(out_dir).resolve()
     sources = [plan.base.source.path, plan.other.source.path] + ([plan.pretrained.source.path] if plan.pretrained else [])
     _guard_output(out, sources, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     started = time.time()
-    try:
-        entries = {e.key: e for e in plan.entries}
-        meta = {k: torch.empty(e.shape, dtype=e.dtype, device="meta") for k, e in entries.items()}
-        split = split_torch_state_dict_into_shards(meta, filename_pattern="model{suffix}.safetensors",
-                                                   max_shard_size=max_shard_size)
-        total = sum(t.numel() * t.element_size() for t in meta.values())
-        merger.prepare()
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"{method.name} {method.coefficient}={lam:g}",
-                  disable=not progress) as bar:
-            for filename, keys in split.filename_to_tensors.items():
-                shard = {}
-                for k in keys:
-                    shard[k] = merger.tensor(entries[k], lam).contiguous()
-                    bar.update(meta[k].numel() * meta[k].element_size())
-                save_file(shard, str(tmp / filename), metadata={"format": "pt"})
-                del shard
-        if split.is_sharded:
-            index = {"metadata": {**split.metadata, "total_size": total}, "weight_map": split.tensor_to_filename}
-            (tmp / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True))
-        _copy_side_files(plan.base.source.path, tmp)
-        record = {"method": method.describe(), method.coefficient: lam,
-                  "base": str(plan.base.source.path), "other": str(plan.other.source.path),
-                  "pretrained": str(plan.pretrained.source.path) if plan.pretrained else None,
-                  "plan": plan.summary(), "seconds": round(time.time() - started, 2), **(extra_record or {})}
-        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    entries = {e.key: e for e in plan.entries}
+    meta = {k: torch.empty(e.shape, dtype=e.dtype, device="meta") for k, e in entries.items()}
+    split = split_torch_state_dict_into_shards(meta, filename_pattern="model{suffix}.safetensors",
+                                               max_shard_size=max_shard_size)
+    nbytes = {k: t.numel() * t.element_size() for k, t in meta.items()}
+    total = sum(nbytes.values())
+    with OutputLock(out):
+        _guard_output(out, sources, force)  # again, under the lock: a merge that finished meanwhile counts
+        partial = PartialOutput.resume(out, plan_identity(merger, lam, split.filename_to_tensors, max_shard_size),
+                                       notify)
+        try:
+            merger.prepare()
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"{method.name} {method.coefficient}={lam:g}",
+                      disable=not progress) as bar:
+                for filename, keys in split.filename_to_tensors.items():
+                    if filename in partial.kept:
+                        bar.update(sum(nbytes[k] for k in keys))
+                        continue
+                    shard = {}
+                    for k in keys:
+                        shard[k] = merger.tensor(entries[k], lam).contiguous()
+                        bar.update(nbytes[k])
+                    save_file(shard, str(partial.path / filename), metadata={"format": "pt"})
+                    del shard
+                    partial.finished(filename)
+            tmp = partial.path
+            if split.is_sharded:
+                index = {"metadata": {**split.metadata, "total_size": total}, "weight_map": split.tensor_to_filename}
+                (tmp / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True))
+            _copy_side_files(plan.base.source.path, tmp)
+            record = {"method": method.describe(), method.coefficient: lam,
+                      "base": str(plan.base.source.path), "other": str(plan.other.source.path),
+                      "pretrained": str(plan.pretrained.source.path) if plan.pretrained else None,
+                      "plan": plan.summary(), "seconds": round(time.time() - started, 2),
+                      "resumed_shards": len(partial.kept), **(extra_record or {})}
+            (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))
+            partial.complete()
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        except KeyboardInterrupt as e:  # SIGINT, or SIGTERM turned into one by the CLI: keep finished shards
+            n, size = partial.keep_finished()
+            kept = f"{n} finished shard(s) ({human_bytes(size)}) kept in {partial.path} for resume: rerun the same " \
+                   "command" if n else "nothing kept"
+            raise MergeInterrupted(f"nothing written to {out}; {kept}", getattr(e, "signum", signal.SIGINT)) from None
+        except BaseException:
+            partial.remove()
+            raise
     return out
 
 
