@@ -22,7 +22,7 @@ from adamms_eval.mapping import build_plan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "released"
 sys.path.insert(0, str(FIXTURES))
-import layouts  # noqa: E402  (key lists and shapes from a config.json)
+import layouts  # key lists and shapes from a config.json (tests/fixtures/released/layouts.py)
 
 # language-model tensors by name, independent of the adapters: decoder layers, embeddings, final norm, lm_head
 LM_PREFIX = r"^(?:model\.|language_model\.model\.)"
