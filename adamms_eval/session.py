@@ -273,14 +273,23 @@ def _check_embedding(model: str | None, spell) -> None:
         raise AdammsError(f"{spell('embedding_model', model)}: no such directory (a sentence-transformers model folder)")
 
 
-def preflight_plan(settings: Settings):
+def preflight_plan(settings: Settings, spell: Callable = lmms_spell):
     """The merge plan from headers and configs only: fails on an incompatible pair before any weights load."""
     from .checkpoint import Checkpoint
     from .mapping import build_plan
-    return build_plan(Checkpoint(settings.base), Checkpoint(settings.other),
-                      Checkpoint(settings.pretrained) if settings.pretrained else None,
-                      settings.arch.get("base_arch"), settings.arch.get("other_arch"),
-                      settings.arch.get("pretrained_arch"))
+    try:
+        return build_plan(Checkpoint(settings.base), Checkpoint(settings.other),
+                          Checkpoint(settings.pretrained) if settings.pretrained else None,
+                          settings.arch.get("base_arch"), settings.arch.get("other_arch"),
+                          settings.arch.get("pretrained_arch"))
+    except AdammsError as e:  # the planner speaks `adamms` CLI flags; say it the way this harness takes options
+        raise AdammsError(respell(str(e), spell)) from None
+
+
+def respell(message: str, spell: Callable) -> str:
+    """Rewrite `--base-arch NAME` / `--pretrained DIR` advice of the adamms CLI into this harness's spelling."""
+    return re.sub(r"--(base-arch|other-arch|pretrained-arch|pretrained)\b(?: ([A-Z]+))?",
+                  lambda m: spell(m.group(1).replace("-", "_"), m.group(2) or "VALUE"), message)
 
 
 def run_name(settings: Settings) -> str:
@@ -305,9 +314,10 @@ def default_output_dir(name: str) -> Path:
 class MergeSession:
     """Owns the merge of one run: preflight plan, LazyMerge, per-task coefficients and their records."""
 
-    def __init__(self, settings: Settings, backend_name: str, harness: str = "lmms_eval"):
+    def __init__(self, settings: Settings, backend_name: str, harness: str = "lmms_eval",
+                 spell: Callable = lmms_spell):
         self.settings, self.backend_name, self.harness = settings, backend_name, harness
-        self.plan = preflight_plan(settings)
+        self.plan = preflight_plan(settings, spell)
         self.run_name = run_name(settings)
         self.merged = None
         self.search = None
@@ -322,8 +332,11 @@ class MergeSession:
     def auto(self) -> bool:
         return self.settings.auto
 
-    def attach(self, model, rank: int = 0, base_tokenizer=None):
-        """Build the LazyMerge over the loaded base model (and the search); a fixed α is set at once."""
+    def attach(self, model, rank: int = 0, base_tokenizer=None, backend_args: dict | None = None, code_files=()):
+        """Build the LazyMerge over the loaded base model (and the search); a fixed α is set at once.
+
+        backend_args (everything passed to the backend) and code_files (the harness wrapper's sources) are part
+        of the cache identity: a change to either never reuses old answers."""
         from .autosearch import CoefficientSearch
         from .lazy import LazyMerge
         s = self.settings
@@ -335,13 +348,18 @@ class MergeSession:
             self.merged.set(s.alpha)
         self.search = CoefficientSearch(self.merged, s.alphas, s.search_samples, s.search_seed, s.metric,
                                         s.embedding_model, s.cache_dir or default_cache_dir(),
-                                        self._identity(), progress=rank == 0)
+                                        self._identity(backend_args, code_files), progress=rank == 0)
         return self.merged
 
-    def _identity(self) -> dict:
-        """What the cached answers depend on (the checkpoints' files by size and mtime, method, backend)."""
-        from .checkpoint import file_stamps, weight_files
+    def _identity(self, backend_args, code_files) -> dict:
+        """What the cached answers depend on (cache.search_identity: files by size and mtime, method, backend)."""
+        from . import cache
         s = self.settings
+        if hasattr(cache, "search_identity"):
+            return cache.search_identity(base=s.base, other=s.other, pretrained=s.pretrained,
+                                         method=self.merged.method.describe(), harness=self.harness.replace("_", "-"),
+                                         backend=self.backend_name, backend_args=backend_args, code_files=code_files)
+        from .checkpoint import file_stamps, weight_files
         return {"base": str(Path(s.base).resolve()), "other": str(Path(s.other).resolve()),
                 "pretrained": str(Path(s.pretrained).resolve()) if s.pretrained else None,
                 "method": self.merged.method.describe(), "backend": self.backend_name,
