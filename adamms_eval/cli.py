@@ -85,6 +85,13 @@ def cmd_architectures(a) -> None:
         print(f"{name:18} {ad.title}")
 
 
+def cmd_eval(a) -> None:
+    from .eval_launcher import run
+    code = run(a.lmms_args)
+    if code:
+        raise SystemExit(code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="adamms", description="Merge heterogeneous multimodal LLMs (AdaMMS).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -108,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_merge)
     r = sub.add_parser("architectures", help="list the supported architectures")
     r.set_defaults(func=cmd_architectures)
+    # `adamms eval` takes lmms-eval's own arguments unparsed (prefix_chars: nothing here is an adamms option)
+    e = sub.add_parser("eval", prefix_chars="\0", add_help=False,
+                       help="run lmms-eval with these arguments; non-zero exit when it fails or writes no results")
+    e.add_argument("lmms_args", nargs="*", help="lmms-eval arguments, e.g. --model adamms --model_args ... --tasks ...")
+    e.set_defaults(func=cmd_eval)
     return ap
 
 
