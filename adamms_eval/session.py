@@ -50,7 +50,7 @@ DEFAULT_OUTPUT = "adamms_results"  # relative to the working directory; $ADAMMS_
 # model_type in the base's config.json -> backend name, per harness. Ports add rows with register_backend.
 BACKENDS: dict[str, dict[str, str]] = {
     "lmms_eval": {"qwen2_vl": "qwen2_vl", "llava": "llava_hf", "llava_onevision": "llava_hf",
-                  "llava_next": "llava_hf"},
+                  "llava_next": "llava_hf", "cogvlm": "adamms_cogvlm", "mplug_owl2": "adamms_mplug_owl2"},
 }
 
 SETTINGS = {  # name -> help (also the vocabulary for "did you mean")

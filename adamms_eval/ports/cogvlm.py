@@ -404,6 +404,11 @@ def build_conversation_input_ids(config: CogVLMConfig, tokenizer, *, query: str,
     if images is not None and len(images) > 1:
         raise ValueError("CogVLM takes at most one image per conversation")
     text = history_to_prompt(template_version or config.template_version, history, query)
+    return encode_prompt(config, tokenizer, text, images)
+
+
+def encode_prompt(config: CogVLMConfig, tokenizer, text: str, images=None) -> dict:
+    """build_conversation_input_ids for an already templated text (scoring appends a continuation to it)."""
     ids, types, pixels = [tokenizer.bos_token_id], [LANGUAGE_TOKEN_TYPE], []
     if images:
         size = config.vision_config["image_size"]
