@@ -35,12 +35,12 @@ def _print_plan(summary: dict) -> None:
     print(f"other      {o['path']}  [{o['architecture']}]")
     print(f"pretrained {p['path']}  [{p['architecture']}]" if p else "pretrained -")
     print(f"vocabulary {summary['vocabulary']}")
-    print(f"\n{'group':32} {'tensors':>8} {'merged':>8} {'kept':>6}  why kept")
+    print(f"\n{'group':34} {'tensors':>8} {'merged':>8} {'kept':>6}  why kept")
     for name, g in summary["groups"].items():
         kept = sum(g["kept"].values())
         why = "; ".join(f"{n}× {r}" for r, n in g["kept"].items())
         aligned = f" ({g['vocab_aligned']} vocab-aligned)" if g["vocab_aligned"] else ""
-        print(f"{name:32} {g['tensors']:>8} {g['merged']:>8} {kept:>6}  {why}{aligned}")
+        print(f"{name:34} {g['tensors']:>8} {g['merged']:>8} {kept:>6}  {why}{aligned}")
     print(f"\n{summary['merged']} of {summary['tensors']} tensors merged, "
           f"{summary['merged_parameters']:,} parameters")
     for w in summary.get("warnings", []):
