@@ -97,6 +97,15 @@ def _llama_tokenizer(extra: list[str], image: str = "", **named):
                       bos_token="<s>", eos_token="</s>", unk_token="<unk>", **named)
 
 
+def _vicuna_tokenizer():
+    """The LLaMA tokenizer as CogVLM / mPLUG-Owl2 use it: pad = <unk> and BOS added to every encoded text."""
+    from tokenizers.processors import TemplateProcessing
+    tok = _llama_tokenizer([], pad_token="<unk>")
+    tok._tokenizer.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", LLAMA_VOCAB.index("<s>"))])
+    return tok
+
+
 # ---- tensors ----
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -393,7 +402,7 @@ class _Builder:
         del cfg["num_key_value_heads"]  # CogVLM v1 is MHA and its config.json has no such field
         from .ports import CogVLMConfig, CogVLMForCausalLM
         # the real checkpoint ships no tokenizer (it uses Vicuna's); the tiny one carries its LLaMA tokenizer
-        self._save_port(CogVLMForCausalLM, CogVLMConfig, cfg, sd, path, _llama_tokenizer([], pad_token="<unk>"))
+        self._save_port(CogVLMForCausalLM, CogVLMConfig, cfg, sd, path, _vicuna_tokenizer())
 
     def mplug_owl2(self, path):
         from transformers import LlamaConfig
@@ -435,7 +444,7 @@ class _Builder:
         from .ports import MPLUGOwl2Config, MPLUGOwl2LlamaForCausalLM
         from .ports.common import CLIP_MEAN, CLIP_STD
         self._save_port(MPLUGOwl2LlamaForCausalLM, MPLUGOwl2Config, cfg, sd, path,
-                        _llama_tokenizer([], pad_token="<unk>"), bin_file=True)
+                        _vicuna_tokenizer(), bin_file=True)
         CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, resample=3,
                            image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(path)
 
