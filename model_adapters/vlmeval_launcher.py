@@ -102,7 +102,8 @@ def prepare(ns, passthrough: list[str]) -> list[str]:
         merge_options = {k: v for k, v in options.items() if k not in LOAD_KEYS}
         settings, _ = parse_settings({"base": base, "other": other, **merge_options}, backend_params=cls.KWARGS,
                                      spell=_launcher_spell, backend_label=f"VLMEvalKit's {cls.WRAPPER.__name__}")
-        name = name or MergeSession(settings, cls.WRAPPER.__name__, harness="vlmevalkit").run_name  # preflight
+        name = name or MergeSession(settings, cls.WRAPPER.__name__, harness="vlmeval",
+                                    spell=_launcher_spell).run_name  # preflight
         options["other"] = other
     name = name or f"adamms_plain_{Path(base).name}"
     registry.register(name, base=base, spell=_launcher_spell, **options)

@@ -35,7 +35,7 @@ from vlmeval.vlm import LLaVA_Next, LLaVA_OneVision_HF, Qwen2VLChat  # noqa: E40
 from vlmeval.vlm.qwen2_vl.prompt import Qwen2VLPromptMixin  # noqa: E402
 
 log = logging.getLogger("adamms_eval")
-HARNESS = "vlmevalkit"
+HARNESS = "vlmeval"  # adamms_eval.session / cache name for VLMEvalKit
 LOAD_KEYS = ("dtype", "device_map", "attn_implementation")
 
 
@@ -99,9 +99,13 @@ class AdammsMixin:
     MODEL_CLASS = PROCESSOR_CLASS = WRAPPER = None  # transformers class names and the VLMEvalKit wrapper
     session: MergeSession | None = None
 
-    def _adamms_init(self, base, session: MergeSession | None, dtype="auto", device_map=None,
-                     attn_implementation=None):
+    def _adamms_init(self, base, session: MergeSession | None, load_kwargs: dict | None, wrapper_kwargs: dict):
+        """Load the base (any device and dtype), wrap its processor, and let the session own its weights.
+        Everything given to the wrapper and the loader is part of the search cache's identity."""
         import transformers
+        load_kwargs = dict(load_kwargs or {})
+        dtype, device_map = load_kwargs.get("dtype", "auto"), load_kwargs.get("device_map")
+        attn_implementation = load_kwargs.get("attn_implementation")
         device_map = device_map or ("cuda" if torch.cuda.is_available() else "cpu")
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = getattr(transformers, self.MODEL_CLASS).from_pretrained(str(base), dtype=dtype,
@@ -112,8 +116,8 @@ class AdammsMixin:
         self.model_path = str(base)
         self.session = session
         if session is not None:
-            session.attach(self.raw_model, rank=get_rank_and_world_size()[0], base_tokenizer=str(base))
-        self.search_folder = None
+            session.attach(self.raw_model, rank=get_rank_and_world_size()[0], base_tokenizer=str(base),
+                           backend_args={**load_kwargs, **wrapper_kwargs}, code_files=[__file__])
 
     def generation_settings(self) -> dict:
         raise NotImplementedError
@@ -212,7 +216,7 @@ class AdammsQwen2VL(AdammsMixin, Qwen2VLChat):
         self.fps, self.nframe = s.get("fps", 2), s.get("nframe", 128)
         self.use_audio_in_video, self.FRAME_FACTOR = s["use_audio_in_video"], 2
         self.use_vllm = self.use_lmdeploy = False
-        self._adamms_init(base, session, **(load_kwargs or {}))
+        self._adamms_init(base, session, load_kwargs, kwargs)
 
     def generation_settings(self) -> dict:
         return {**self.generate_kwargs, "system_prompt": self.system_prompt, "post_process": self.post_process,
@@ -228,7 +232,7 @@ class AdammsLlavaOneVision(AdammsMixin, LLaVA_OneVision_HF):
         self.video_kwargs = kwargs.pop("video_kwargs", {})
         self.force_sample = self.video_kwargs.get("force_sample", False)
         self.nframe, self.fps = kwargs.pop("nframe", 8), 1
-        self._adamms_init(base, session, **(load_kwargs or {}))
+        self._adamms_init(base, session, load_kwargs, kwargs)
         self.overrides = kwargs
         self.model = _GenerateOverrides(self.raw_model, kwargs)
 
@@ -243,7 +247,7 @@ class AdammsLlava(AdammsMixin, LLaVA_Next):
         super(LLaVA_Next, self).__init__()  # BaseModel's; LLaVA_Next.__init__ loads fp16 on 'cuda'
         self.kwargs = {**dict(do_sample=False, temperature=0, max_new_tokens=2048, top_p=None, num_beams=1),
                        **kwargs}  # LLaVA_Next's generation defaults, user kwargs over them (as it does)
-        self._adamms_init(base, session, **(load_kwargs or {}))
+        self._adamms_init(base, session, load_kwargs, kwargs)
 
     def generation_settings(self) -> dict:
         return dict(self.kwargs)
@@ -295,5 +299,5 @@ def AdammsVLM(base: str, other: str | None = None, use_vllm: bool = False, spell
         return cls(base, None, load_kwargs, **kwargs)
     settings, wrapper_kwargs = parse_settings({"base": base, "other": other, **kwargs}, backend_params=cls.KWARGS,
                                               spell=spell, backend_label=f"VLMEvalKit's {cls.WRAPPER.__name__}")
-    session = MergeSession(settings, cls.WRAPPER.__name__, harness=HARNESS)  # preflight: fails before loading
+    session = MergeSession(settings, cls.WRAPPER.__name__, harness=HARNESS, spell=spell)  # preflight, before loading
     return cls(base, session, load_kwargs, **wrapper_kwargs)

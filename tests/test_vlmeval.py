@@ -1,0 +1,180 @@
+"""AdaMMS inside VLMEvalKit's own runner, on CPU with the tiny checkpoints and the offline TSV datasets.
+
+Runs go through `adamms-vlmeval` in this process (VLMEvalKit's import costs ~7-11 s once); the two-rank
+run goes through torchrun.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vlmeval")
+REPO = Path(__file__).resolve().parents[1]
+ROWS = 8
+GEN = ["--model-arg", "max_new_tokens=6"]
+
+
+@pytest.fixture(scope="module")
+def lmu(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lmu")
+    subprocess.run([sys.executable, str(REPO / "tasks" / "make_vlmeval_datasets.py"), "--rows", str(ROWS),
+                    "--out", str(d)], check=True, capture_output=True)
+    return d
+
+
+@pytest.fixture()
+def env(lmu, monkeypatch):
+    monkeypatch.setenv("LMUData", str(lmu))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("MMEVAL_ROOT", raising=False)
+    return lmu
+
+
+def launch(args, capsys=None):
+    from adamms_eval_adapters.vlmeval_launcher import main
+    return main([str(a) for a in args])
+
+
+def run_ok(work, *args, data=("AdammsShapes_YN", "AdammsShapes_MCQ")):
+    rc = launch(["--data", *data, "--work-dir", work, "--judge", "exact_matching", "--name", "m", *GEN, *args])
+    assert rc == 0
+    return Path(work) / "m"
+
+
+def predictions(folder: Path, dataset: str) -> dict:
+    import pandas as pd
+    data = pd.read_excel(folder / f"m_{dataset}.xlsx", dtype=str, na_filter=False)  # an empty answer stays ''
+    assert len(data) == ROWS
+    return dict(zip(data["index"], data["prediction"]))
+
+
+@pytest.fixture(scope="module")
+def merged(zoo, tmp_path_factory):
+    from adamms_eval.merge import open_merger, write_merged
+    return write_merged(open_merger(zoo["qwen2_vl"], zoo["llava_ov_hf"]), 0.3,
+                        tmp_path_factory.mktemp("merge") / "merged", progress=False)
+
+
+def test_fixed_alpha_equals_wrapper_on_merged_checkpoint_and_zero_is_base(zoo, merged, env, tmp_path):
+    pair = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--cache-dir", tmp_path / "cache"]
+    ours = run_ok(tmp_path / "ours", *pair, "--alpha", "0.3")
+    ref = run_ok(tmp_path / "ref", "--base", merged)  # the plain wrapper on the checkpoint `adamms merge` wrote
+    zero = run_ok(tmp_path / "zero", *pair, "--alpha", "0")
+    base = run_ok(tmp_path / "base", "--base", zoo["qwen2_vl"])
+    for ds in ("AdammsShapes_YN", "AdammsShapes_MCQ"):
+        assert predictions(ours, ds) == predictions(ref, ds)
+        assert predictions(zero, ds) == predictions(base, ds)
+        assert predictions(ours, ds) != predictions(base, ds)  # the merge changes answers on these weights
+    rec = json.loads((ours / "adamms_search.json").read_text())
+    assert rec["run"]["alpha"] == 0.3 and rec["run"]["backend"] == "Qwen2VLChat"
+    assert rec["tasks"]["*"]["searched"] is False
+    # VLMEvalKit's own scorers ran on our prediction files: score files exist and hold numbers
+    status = json.loads((ours / "status.json").read_text())["datasets"]
+    for ds, suffix in (("AdammsShapes_YN", "_score.csv"), ("AdammsShapes_MCQ", "_acc.csv")):
+        assert (ours / f"m_{ds}{suffix}").stat().st_size > 0
+        metrics = status[ds]["metrics"]
+        assert any("Overall" in k for k in metrics) and all(0.0 <= float(v) <= 100.0 for v in metrics.values())
+
+
+def test_config_file_class_equals_flag_run(zoo, env, tmp_path):
+    cfg = {"model": {"m": {"class": "AdammsVLM", "base": str(zoo["qwen2_vl"]), "other": str(zoo["llava_ov_hf"]),
+                           "alpha": 0.3, "max_new_tokens": 6, "cache_dir": str(tmp_path / "c")}},
+           "data": {"AdammsShapes_YN": {"class": "ImageYORNDataset", "dataset": "AdammsShapes_YN"}}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert launch(["--config", tmp_path / "cfg.json", "--work-dir", tmp_path / "cfg", "--judge", "exact_matching"]) == 0
+    flags = run_ok(tmp_path / "flags", "--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--alpha", "0.3",
+                   "--cache-dir", tmp_path / "c", data=("AdammsShapes_YN",))
+    assert predictions(tmp_path / "cfg" / "m", "AdammsShapes_YN") == predictions(flags, "AdammsShapes_YN")
+
+
+def _cached_answers(cache: Path, dataset: str) -> dict[float, dict[str, str]]:
+    lines = [line for f in cache.rglob(f"{dataset}*.jsonl") for line in f.read_text().splitlines()]
+    out: dict[float, dict[str, str]] = {}
+    for line in lines:
+        r = json.loads(line)
+        out.setdefault(float(r["alpha"]), {})[r["input"].split(":")[0]] = r["response"]
+    return out
+
+
+def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_path):
+    from adamms_eval.search import select_alpha
+    args = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--alpha", "auto", "--alphas", "0:0.6:0.2",
+            "--search-samples", "5", "--search-seed", "3", "--cache-dir", tmp_path / "cache"]
+    out = run_ok(tmp_path / "auto", *args, data=("AdammsShapes_YN", "AdammsShapes_GQA"))
+    rec = json.loads((out / "adamms_search.json").read_text())
+    for ds in ("AdammsShapes_YN", "AdammsShapes_GQA"):
+        r = rec["tasks"][ds]
+        assert r["subset_size"] == 5 and r["task_size"] == ROWS and r["generations"] == 20
+        answers = _cached_answers(tmp_path / "cache", ds)
+        ids = sorted(answers[0.0])
+        assert len(ids) == 5
+        expected = select_alpha({a: [answers[a][i] for i in ids] for a in answers})
+        assert r["alpha"] == expected.alpha and r["scores"] == expected.to_json()["scores"]
+        # the whole dataset then ran at the chosen α: its subset rows answer as they did in the search
+        preds = predictions(out, ds)
+        assert all(preds[i] == answers[r["alpha"]][i] for i in ids)
+        assert (out / f"adamms_search_{ds}.png").stat().st_size > 1000
+    assert float(json.loads((out / "status.json").read_text())["datasets"]["AdammsShapes_GQA"]["metrics"]["Overall"]) >= 0
+    again = run_ok(tmp_path / "again", *args, data=("AdammsShapes_YN",))
+    r2 = json.loads((again / "adamms_search.json").read_text())["tasks"]["AdammsShapes_YN"]
+    assert r2["generations"] == 0 and r2["reused_from_cache"] == 20 and r2["alpha"] == rec["tasks"]["AdammsShapes_YN"]["alpha"]
+
+
+def test_two_ranks_agree_on_alpha(zoo, env, tmp_path):
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "adamms_eval_adapters.vlmeval_launcher", "--data", "AdammsShapes_YN", "--work-dir", str(tmp_path),
+           "--judge", "exact_matching", "--name", "m", *GEN, "--base", str(zoo["qwen2_vl"]),
+           "--other", str(zoo["llava_ov_hf"]), "--alphas", "0:0.4:0.2", "--search-samples", "5",
+           "--cache-dir", str(tmp_path / "cache")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    rec = json.loads((tmp_path / "m" / "adamms_search.json").read_text())["tasks"]["AdammsShapes_YN"]
+    assert len(rec["alpha_per_rank"]) == 2 and set(rec["alpha_per_rank"]) == {rec["alpha"]}
+    assert rec["subset_size"] == 5 and rec["generations"] == 15  # each rank answered its own share once
+    assert len(predictions(tmp_path / "m", "AdammsShapes_YN")) == ROWS
+
+
+# -- bad input: one line, exit code 2, nothing written -----------------------------------------------------
+@pytest.mark.parametrize("case", ["unknown", "builtin_offline", "judge", "missing_generated", "bad_setting"])
+def test_bad_input_is_one_line_and_writes_nothing(case, zoo, env, tmp_path, capsys, monkeypatch):
+    pair = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--alpha", "0.3"]
+    data, extra, expect = {
+        "unknown": (["AdammsShapes_YNN"], ["--judge", "exact_matching"], "unknown dataset AdammsShapes_YNN"),
+        "builtin_offline": (["MME"], ["--judge", "exact_matching"], "$LMUData/MME.tsv (md5 "),
+        "judge": (["AdammsShapes_YN"], [], "--judge exact_matching"),
+        "missing_generated": (["AdammsShapes_MCQ"], ["--judge", "exact_matching"], "make_vlmeval_datasets.py"),
+        "bad_setting": (["AdammsShapes_YN"], ["--judge", "exact_matching", "--search-samples", "many"],
+                        "--search-samples many"),
+    }[case]
+    if case == "missing_generated":
+        monkeypatch.setenv("LMUData", str(tmp_path / "empty"))
+        (tmp_path / "empty").mkdir()
+    rc = launch(["--data", *data, "--work-dir", tmp_path / "out", *pair, *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_vlmeval_missing_names_the_extra(monkeypatch):
+    from adamms_eval.errors import AdammsError
+    from adamms_eval_adapters.vlmeval_import import vlmeval_modules
+    monkeypatch.setitem(sys.modules, "vlmeval", None)
+    with pytest.raises(AdammsError, match=r"adamms-eval\[vlmeval\]"):
+        vlmeval_modules()
+
+
+def test_dataset_failing_inside_vlmeval_exits_nonzero(zoo, env, tmp_path, capsys, monkeypatch):
+    from adamms_eval_adapters.vlmeval_model import AdammsQwen2VL
+
+    def broken(self, message, dataset=None):
+        raise RuntimeError("generation failed")
+    monkeypatch.setattr(AdammsQwen2VL, "generate_inner", broken)
+    rc = launch(["--data", "AdammsShapes_YN", "--work-dir", tmp_path, "--judge", "exact_matching", "--name", "m",
+                 "--base", zoo["qwen2_vl"]])
+    err = capsys.readouterr().err
+    assert rc == 1 and "m x AdammsShapes_YN: no prediction file" in err and "generation failed" in err
