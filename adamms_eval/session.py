@@ -308,7 +308,7 @@ def run_name(settings: Settings) -> str:
 
 
 def default_output_dir(name: str) -> Path:
-    return Path(os.environ.get("ADAMMS_OUTPUT") or DEFAULT_OUTPUT).expanduser() / name
+    return (Path(os.environ.get("ADAMMS_OUTPUT") or DEFAULT_OUTPUT).expanduser() / name).resolve()
 
 
 class MergeSession:

@@ -12,6 +12,7 @@ pytest.importorskip("lmms_eval")
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TASK = "adamms_shapes_color"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +25,15 @@ def tasks_dir(tmp_path_factory):
     return d
 
 
-def lmms_eval(tasks_dir, out, model, model_args, tasks=TASK, limit=6, launcher=None):
+def run_cli(tasks_dir, model, model_args, tasks=TASK, out=None, limit=6, launcher=None, cwd=None):
     cmd = (launcher or [str(BIN / "lmms-eval")]) + [
         "--model", model, "--model_args", model_args, "--tasks", tasks, "--include_path", str(tasks_dir),
-        "--output_path", str(out), "--log_samples", "--limit", str(limit)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        "--limit", str(limit)] + (["--output_path", str(out), "--log_samples"] if out else [])
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900, cwd=cwd)
+
+
+def lmms_eval(tasks_dir, out, model, model_args, tasks=TASK, limit=6, launcher=None):
+    r = run_cli(tasks_dir, model, model_args, tasks, out, limit, launcher)
     results = list(Path(out).rglob("*_results.json"))
     # lmms-eval exits 0 even when evaluation fails: the results file is the real signal
     assert r.returncode == 0 and results, (r.stdout[-3000:], r.stderr[-6000:])
@@ -47,6 +51,11 @@ def search_record(out: Path) -> dict:
     return json.loads(rec.read_text())
 
 
+def results_of(out: Path) -> tuple[Path, dict]:
+    (res,) = out.rglob("*_results.json")
+    return res, json.loads(res.read_text())
+
+
 def test_fixed_alpha_equals_backend_on_merged_checkpoint(zoo, tasks_dir, tmp_path):
     from adamms_eval.merge import open_merger, write_merged
     merged = write_merged(open_merger(zoo["qwen2_vl"], zoo["llava_ov_hf"]), 0.3, tmp_path / "merged", progress=False)
@@ -57,44 +66,104 @@ def test_fixed_alpha_equals_backend_on_merged_checkpoint(zoo, tasks_dir, tmp_pat
     assert len(a) == 6 and a == b
     rec = search_record(ours)
     assert rec["run"]["alpha"] == 0.3 and rec["tasks"]["*"]["searched"] is False
+    # issue 10.3: lmms-eval's model name and folder describe the merge; the record sits beside the results
+    res, data = results_of(ours)
+    assert res.parent.name == data["model_name"] == rec["run"]["run_name"]
+    assert data["model_name"].startswith("adamms_qwen2_vl+llava_ov_hf_linear_alpha-0.3_")
+    assert (res.parent / "adamms_search.json").is_file()
+
+
+def test_lambda_is_the_task_vector_coefficient(zoo, tasks_dir, tmp_path):
+    """issue 10.1: lambda= moves a task-vector method (not dropped as a parameter); the run is not named after θ0."""
+    from adamms_eval.merge import open_merger, write_merged
+    params = {"density": 0.5}
+    merger = open_merger(zoo["qwen2_vl"], zoo["llava_ov_hf"], "dare_ties", params, zoo["qwen2_lm"])
+    merged = write_merged(merger, 0.8, tmp_path / "merged", progress=False)
+    args = (f"base={zoo['qwen2_vl']},other={zoo['llava_ov_hf']},method=dare_ties,pretrained={zoo['qwen2_lm']},"
+            f"density=0.5,lambda=0.8,cache_dir={tmp_path / 'c'}")
+    ours, _ = lmms_eval(tasks_dir, tmp_path / "ours", "adamms", args)
+    ref, _ = lmms_eval(tasks_dir, tmp_path / "ref", "qwen2_vl", f"pretrained={merged},device=cpu,device_map=cpu")
+    assert answers(ours) == answers(ref)
+    rec = search_record(ours)
+    assert rec["run"]["alpha"] == 0.8 and rec["run"]["coefficient"] == "lambda"
+    assert rec["run"]["coefficient_given_as"] == "lambda" and rec["run"]["method"]["params"]["density"] == 0.5
+    res, data = results_of(ours)
+    assert "qwen2_lm" not in data["model_name"] and data["model_name"].startswith(
+        "adamms_qwen2_vl+llava_ov_hf_dare_ties_lambda-0.8_")
 
 
 def test_auto_search_records_resumes_and_agrees_over_two_ranks(zoo, tasks_dir, tmp_path):
-    args = (f"base={zoo['llava_ov_hf']},other={zoo['qwen2_vl']},alpha=auto,alphas=0:0.4:0.2,search_samples=4,"
+    # alphas in the bracketed form that survives lmms-eval's comma split (issue 10.5)
+    args = (f"base={zoo['llava_ov_hf']},other={zoo['qwen2_vl']},alpha=auto,alphas=[0,0.2,0.4,0.6],search_samples=4,"
             f"search_seed=3,search_report=full")
-    tasks = "adamms_shapes_color,adamms_shapes_mc"
+    tasks = "adamms_shapes_color,adamms_shapes_mc,adamms_shapes_mme"
     first, _ = lmms_eval(tasks_dir, tmp_path / "first", "adamms", args + f",cache_dir={tmp_path / 'cache'}", tasks)
     rec = search_record(first)
-    for task in ("adamms_shapes_color", "adamms_shapes_mc"):
+    (folder,) = {p.parent for p in first.rglob("adamms_search.json")}
+    for task in ("adamms_shapes_color", "adamms_shapes_mc", "adamms_shapes_mme"):
         r = rec["tasks"][task]
-        assert r["alpha"] in (0.0, 0.2, 0.4) and set(r["scores"]) == {"0.0", "0.2", "0.4"}
-        assert r["subset_size"] == 4 and r["search_seed"] == 3 and r["generations"] == 12
-        assert r["task_scores"]  # search_report=full: the task metric at each candidate
-        assert (first / f"adamms_search_{task}.png").stat().st_size > 1000
+        assert set(r["scores"]) == {"0.2", "0.4"} and r["neighbours_only"] == [0.0, 0.6]  # Algorithm 1: interior only
+        assert r["subset_size"] == 4 and r["search_seed"] == 3 and r["generations"] == 16
         assert min(r["scores"].values()) == r["scores"][str(r["alpha"])]
+        assert (folder / f"adamms_search_{task}.png").stat().st_size > 1000
+    for task, metric in (("adamms_shapes_color", "exact_match"), ("adamms_shapes_mc", "acc")):
+        scores = rec["tasks"][task]["task_scores"][metric]  # search_report=full: the task metric per candidate
+        assert set(scores) == {"0.0", "0.2", "0.4", "0.6"} and all(0 <= v <= 1 for v in scores.values())
+    # MME's aggregation needs both questions of an image; seed 3 draws docs 1,3,4,5: the record says why
+    mme = rec["tasks"]["adamms_shapes_mme"]
+    assert "task_scores" not in mme and "pairwise" in mme["task_scores_unavailable"]
 
-    again, log = lmms_eval(tasks_dir, tmp_path / "again", "adamms", args + f",cache_dir={tmp_path / 'cache'}", tasks)
-    rec2 = search_record(again)
-    for task in ("adamms_shapes_color", "adamms_shapes_mc"):
-        assert rec2["tasks"][task]["generations"] == 0 and rec2["tasks"][task]["reused_from_cache"] == 12
+    # issue 10.6: no --output_path -> the record goes to ./adamms_results/<run name>/ and the log says so
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    r = run_cli(tasks_dir, "adamms", args + f",cache_dir={tmp_path / 'cache'}", tasks, cwd=cwd)
+    (again,) = (cwd / "adamms_results").glob("*/adamms_search.json")
+    assert again.parent.name == rec["run"]["run_name"] and str(again.parent) in r.stdout + r.stderr
+    rec2 = json.loads(again.read_text())
+    for task in ("adamms_shapes_color", "adamms_shapes_mc", "adamms_shapes_mme"):
+        assert rec2["tasks"][task]["generations"] == 0 and rec2["tasks"][task]["reused_from_cache"] == 16
         assert rec2["tasks"][task]["scores"] == rec["tasks"][task]["scores"]
-    assert answers(again) == answers(first)
 
     torchrun = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29563", "-m", "lmms_eval"]
     two, _ = lmms_eval(tasks_dir, tmp_path / "two", "adamms", args + f",cache_dir={tmp_path / 'cache2'}", tasks,
                        launcher=torchrun)
     rec3 = search_record(two)
-    for task in ("adamms_shapes_color", "adamms_shapes_mc"):
+    for task in ("adamms_shapes_color", "adamms_shapes_mc", "adamms_shapes_mme"):
         r = rec3["tasks"][task]
         assert r["alpha_per_rank"] == [r["alpha"], r["alpha"]]
-        assert r["generations"] == 12  # each rank answered its share of the same subset
+        assert r["generations"] == 16  # each rank answered its share of the same subset
         assert r["scores"] == rec["tasks"][task]["scores"]  # same subset and answers as one process
+        assert answers(two, task) == answers(first, task)
 
 
-def test_bad_backend_is_reported(zoo, tasks_dir, tmp_path):
-    cmd = [str(BIN / "lmms-eval"), "--model", "adamms", "--model_args",
-           f"base={zoo['cogvlm']},other={zoo['llava15_hf']},alpha=auto", "--tasks", TASK, "--include_path",
-           str(tasks_dir), "--output_path", str(tmp_path / "o")]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
-    assert not list((tmp_path / "o").rglob("*_results.json"))
-    assert "no lmms-eval backend known for model_type 'cogvlm'" in r.stdout + r.stderr
+def test_launcher_full_report_uses_the_tasks_aggregation(zoo, tasks_dir, tmp_path):
+    """issue 10.2 + 10.7: `adamms eval` without --output_path writes results and record to the default folder; with
+    the whole task as the subset, the MME score recorded for the chosen α is lmms-eval's own result at that α."""
+    args = (f"base={zoo['qwen2_vl']},other={zoo['llava_ov_hf']},alpha=auto,alphas=0;0.3;0.6,search_samples=6,"
+            f"search_report=full,cache_dir={tmp_path / 'c'}")
+    cmd = [str(BIN / "adamms"), "eval", "--model", "adamms", "--model_args", args, "--tasks", "adamms_shapes_mme",
+           "--include_path", str(tasks_dir), "--limit", "6", "--log_samples"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900, cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert "no --output_path" in r.stderr
+    res, data = results_of(tmp_path / "adamms_results")
+    rec = json.loads((res.parent / "adamms_search.json").read_text())
+    mme = rec["tasks"]["adamms_shapes_mme"]
+    assert mme["subset_size"] == 6 and set(mme["task_scores"]["mme_perception_score"]) == {"0.0", "0.3", "0.6"}
+    ours = mme["task_scores"]["mme_perception_score"][str(mme["alpha"])]
+    assert ours == pytest.approx(data["results"]["adamms_shapes_mme"]["mme_perception_score,none"])
+    assert (res.parent / "adamms_search_adamms_shapes_mme.png").is_file()
+
+
+def test_failures_exit_non_zero_from_the_launcher(zoo, tasks_dir, tmp_path):
+    """issue 10.7 / 10.5: lmms-eval exits 0 on a failed run; `adamms eval` does not, and says why."""
+    base = f"base={zoo['qwen2_vl']},other={zoo['llava_ov_hf']}"
+    plain = run_cli(tasks_dir, "adamms", base + ",metric=cosine", out=tmp_path / "plain")
+    assert plain.returncode == 0 and not list((tmp_path / "plain").rglob("*_results.json"))  # lmms-eval's behaviour
+    assert "metric=cosine: choose metric=exact or metric=embedding" in plain.stdout + plain.stderr
+    launched = run_cli(tasks_dir, "adamms", base + ",metric=cosine", out=tmp_path / "l",
+                       launcher=[str(BIN / "adamms"), "eval"])
+    assert launched.returncode != 0 and "wrote no results" in launched.stderr
+    commas = run_cli(tasks_dir, "adamms", base + ",alphas=0,0.3,0.6", out=tmp_path / "l",
+                     launcher=[str(BIN / "adamms"), "eval"])
+    assert commas.returncode == 2 and "[0,0.3,0.6]" in commas.stderr and "0;0.3;0.6" in commas.stderr
