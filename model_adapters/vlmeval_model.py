@@ -56,6 +56,9 @@ class _OnModelDevice:
         return getattr(self._processor, name)
 
     def __call__(self, *args, **kwargs):
+        if args and isinstance(args[0], str):  # LLaVA_Next calls (prompt, images): transformers 4's order
+            kwargs.update(zip(("text", "images"), args))
+            args = ()
         out = self._processor(*args, **kwargs)
         move, model = out.to, self._model
 

@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("vlmeval")
 REPO = Path(__file__).resolve().parents[1]
-ROWS = 8
-GEN = ["--model-arg", "max_new_tokens=6"]
+ROWS = 6
+GEN = ["--model-arg", "max_new_tokens=4"]
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +52,34 @@ def predictions(folder: Path, dataset: str) -> dict:
     return dict(zip(data["index"], data["prediction"]))
 
 
-@pytest.fixture(scope="module")
-def merged(zoo, tmp_path_factory):
+def merged_checkpoint(base, other, alpha, out):
     from adamms_eval.merge import open_merger, write_merged
-    return write_merged(open_merger(zoo["qwen2_vl"], zoo["llava_ov_hf"]), 0.3,
-                        tmp_path_factory.mktemp("merge") / "merged", progress=False)
+    return write_merged(open_merger(base, other), alpha, out, progress=False)
 
 
-def test_fixed_alpha_equals_wrapper_on_merged_checkpoint_and_zero_is_base(zoo, merged, env, tmp_path):
-    pair = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--cache-dir", tmp_path / "cache"]
-    ours = run_ok(tmp_path / "ours", *pair, "--alpha", "0.3")
-    ref = run_ok(tmp_path / "ref", "--base", merged)  # the plain wrapper on the checkpoint `adamms merge` wrote
-    zero = run_ok(tmp_path / "zero", *pair, "--alpha", "0")
-    base = run_ok(tmp_path / "base", "--base", zoo["qwen2_vl"])
-    for ds in ("AdammsShapes_YN", "AdammsShapes_MCQ"):
+def config_run(work, cfg_dir, model: dict, datasets):
+    """A run from a VLMEvalKit --config file whose model is {"class": "AdammsVLM", ...}."""
+    classes = {"AdammsShapes_YN": "ImageYORNDataset", "AdammsShapes_MCQ": "ImageMCQDataset"}
+    cfg = {"model": {"m": {"class": "AdammsVLM", "max_new_tokens": 4, **{k: str(v) for k, v in model.items()}}},
+           "data": {d: {"class": classes[d], "dataset": d} for d in datasets}}
+    (cfg_dir / "cfg.json").write_text(json.dumps(cfg))
+    assert launch(["--config", cfg_dir / "cfg.json", "--work-dir", work, "--judge", "exact_matching"]) == 0
+    return Path(work) / "m"
+
+
+def test_fixed_alpha_equals_wrapper_on_merged_checkpoint_and_zero_is_base(zoo, env, tmp_path):
+    both = ("AdammsShapes_YN", "AdammsShapes_MCQ")
+    merged = merged_checkpoint(zoo["qwen2_vl"], zoo["llava_ov_hf"], 0.3, tmp_path / "merged")
+    ours = config_run(tmp_path / "ours", tmp_path, {"base": zoo["qwen2_vl"], "other": zoo["llava_ov_hf"],
+                                                    "alpha": 0.3, "cache_dir": tmp_path / "c"}, both)
+    ref = run_ok(tmp_path / "ref", "--base", merged, data=both)  # the plain wrapper on what `adamms merge` wrote
+    pair = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--cache-dir", tmp_path / "c"]
+    zero = run_ok(tmp_path / "zero", *pair, "--alpha", "0", data=both[:1])
+    base = run_ok(tmp_path / "base", "--base", zoo["qwen2_vl"], data=both[:1])
+    for ds in both:
         assert predictions(ours, ds) == predictions(ref, ds)
-        assert predictions(zero, ds) == predictions(base, ds)
-        assert predictions(ours, ds) != predictions(base, ds)  # the merge changes answers on these weights
+    assert predictions(zero, both[0]) == predictions(base, both[0])
+    assert predictions(ours, both[0]) != predictions(base, both[0])  # the merge does change answers here
     rec = json.loads((ours / "adamms_search.json").read_text())
     assert rec["run"]["alpha"] == 0.3 and rec["run"]["backend"] == "Qwen2VLChat"
     assert rec["tasks"]["*"]["searched"] is False
@@ -80,15 +91,15 @@ def test_fixed_alpha_equals_wrapper_on_merged_checkpoint_and_zero_is_base(zoo, m
         assert any("Overall" in k for k in metrics) and all(0.0 <= float(v) <= 100.0 for v in metrics.values())
 
 
-def test_config_file_class_equals_flag_run(zoo, env, tmp_path):
-    cfg = {"model": {"m": {"class": "AdammsVLM", "base": str(zoo["qwen2_vl"]), "other": str(zoo["llava_ov_hf"]),
-                           "alpha": 0.3, "max_new_tokens": 6, "cache_dir": str(tmp_path / "c")}},
-           "data": {"AdammsShapes_YN": {"class": "ImageYORNDataset", "dataset": "AdammsShapes_YN"}}}
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    assert launch(["--config", tmp_path / "cfg.json", "--work-dir", tmp_path / "cfg", "--judge", "exact_matching"]) == 0
-    flags = run_ok(tmp_path / "flags", "--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--alpha", "0.3",
-                   "--cache-dir", tmp_path / "c", data=("AdammsShapes_YN",))
-    assert predictions(tmp_path / "cfg" / "m", "AdammsShapes_YN") == predictions(flags, "AdammsShapes_YN")
+@pytest.mark.parametrize("base,other,wrapper", [("llava_ov_hf", "qwen2_vl", "LLaVA_OneVision_HF"),
+                                                ("llava15_hf", "llava15_orig", "LLaVA_Next")])
+def test_llava_wrappers_fixed_alpha_equals_merged_checkpoint(base, other, wrapper, zoo, env, tmp_path):
+    merged = merged_checkpoint(zoo[base], zoo[other], 0.5, tmp_path / "merged")
+    ours = run_ok(tmp_path / "ours", "--base", zoo[base], "--other", zoo[other], "--alpha", "0.5",
+                  "--cache-dir", tmp_path / "c", data=("AdammsShapes_MCQ",))
+    ref = run_ok(tmp_path / "ref", "--base", merged, data=("AdammsShapes_MCQ",))
+    assert predictions(ours, "AdammsShapes_MCQ") == predictions(ref, "AdammsShapes_MCQ")
+    assert json.loads((ours / "adamms_search.json").read_text())["run"]["backend"] == wrapper
 
 
 def _cached_answers(cache: Path, dataset: str) -> dict[float, dict[str, str]]:
@@ -103,15 +114,15 @@ def _cached_answers(cache: Path, dataset: str) -> dict[float, dict[str, str]]:
 def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_path):
     from adamms_eval.search import select_alpha
     args = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--alpha", "auto", "--alphas", "0:0.6:0.2",
-            "--search-samples", "5", "--search-seed", "3", "--cache-dir", tmp_path / "cache"]
+            "--search-samples", "4", "--search-seed", "3", "--cache-dir", tmp_path / "cache"]
     out = run_ok(tmp_path / "auto", *args, data=("AdammsShapes_YN", "AdammsShapes_GQA"))
     rec = json.loads((out / "adamms_search.json").read_text())
     for ds in ("AdammsShapes_YN", "AdammsShapes_GQA"):
         r = rec["tasks"][ds]
-        assert r["subset_size"] == 5 and r["task_size"] == ROWS and r["generations"] == 20
+        assert r["subset_size"] == 4 and r["task_size"] == ROWS and r["generations"] == 16
         answers = _cached_answers(tmp_path / "cache", ds)
         ids = sorted(answers[0.0])
-        assert len(ids) == 5
+        assert len(ids) == 4
         expected = select_alpha({a: [answers[a][i] for i in ids] for a in answers})
         assert r["alpha"] == expected.alpha and r["scores"] == expected.to_json()["scores"]
         # the whole dataset then ran at the chosen α: its subset rows answer as they did in the search
@@ -121,21 +132,21 @@ def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_pa
     assert float(json.loads((out / "status.json").read_text())["datasets"]["AdammsShapes_GQA"]["metrics"]["Overall"]) >= 0
     again = run_ok(tmp_path / "again", *args, data=("AdammsShapes_YN",))
     r2 = json.loads((again / "adamms_search.json").read_text())["tasks"]["AdammsShapes_YN"]
-    assert r2["generations"] == 0 and r2["reused_from_cache"] == 20 and r2["alpha"] == rec["tasks"]["AdammsShapes_YN"]["alpha"]
+    assert r2["generations"] == 0 and r2["reused_from_cache"] == 16 and r2["alpha"] == rec["tasks"]["AdammsShapes_YN"]["alpha"]
 
 
 def test_two_ranks_agree_on_alpha(zoo, env, tmp_path):
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "adamms_eval_adapters.vlmeval_launcher", "--data", "AdammsShapes_YN", "--work-dir", str(tmp_path),
            "--judge", "exact_matching", "--name", "m", *GEN, "--base", str(zoo["qwen2_vl"]),
-           "--other", str(zoo["llava_ov_hf"]), "--alphas", "0:0.4:0.2", "--search-samples", "5",
+           "--other", str(zoo["llava_ov_hf"]), "--alphas", "0:0.4:0.2", "--search-samples", "4",
            "--cache-dir", str(tmp_path / "cache")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
     assert r.returncode == 0, r.stderr[-4000:]
     rec = json.loads((tmp_path / "m" / "adamms_search.json").read_text())["tasks"]["AdammsShapes_YN"]
     assert len(rec["alpha_per_rank"]) == 2 and set(rec["alpha_per_rank"]) == {rec["alpha"]}
-    assert rec["subset_size"] == 5 and rec["generations"] == 15  # each rank answered its own share once
+    assert rec["subset_size"] == 4 and rec["generations"] == 12  # each rank answered its own share once
     assert len(predictions(tmp_path / "m", "AdammsShapes_YN")) == ROWS
 
 
