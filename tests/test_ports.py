@@ -278,3 +278,16 @@ def test_merge_on_disk_and_in_place_generate_identically(zoo, tmp_path, base, ot
         base_model = cls.from_pretrained(zoo[base]).eval()
         assert torch.equal(in_place.generate(**x, max_new_tokens=8, do_sample=False),
                            base_model.generate(**x, max_new_tokens=8, do_sample=False))
+
+
+@pytest.mark.parametrize("name", sorted(PORTS))
+def test_one_command_check_captions_an_image(zoo, name, tmp_path, capsys):
+    from adamms_eval.ports.check import main
+    image().save(tmp_path / "x.png")
+    args = [str(zoo[name]), "--image", str(tmp_path / "x.png"), "--dtype", "float32", "--device-map", "cpu",
+            "--max-new-tokens", "6"]
+    assert main(args) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(args) == 0 and capsys.readouterr().out.strip() == first  # greedy
+    assert main([str(zoo[name]), "--image", str(tmp_path / "missing.png")]) == 2
+    assert "no image at" in capsys.readouterr().err
