@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run lmms-eval with these arguments; non-zero exit when it fails or writes no results")
     e.add_argument("lmms_args", nargs="*", help="lmms-eval arguments, e.g. --model adamms --model_args ... --tasks ...")
     e.set_defaults(func=cmd_eval)
+    from .compare import add_parser as add_compare  # H-zoo: `adamms compare CONFIG.yaml`
+    from .zoo.cli import add_parser as add_zoo  # H-zoo: `adamms zoo build|tasks`
+    add_compare(sub)
+    add_zoo(sub)
     return ap
 
 

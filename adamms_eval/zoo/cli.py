@@ -1,0 +1,30 @@
+"""`adamms zoo build` and `adamms zoo tasks` (registered by adamms_eval.cli)."""
+from __future__ import annotations
+
+
+
+def cmd_zoo(a) -> None:
+    if a.zoo_command == "build":
+        from .build import build
+        build(a.out, seed=a.seed, size=a.size, force=a.force, threads=a.threads)
+    else:
+        from .tasks import TASKS_DIR, write_task_data
+        paths = write_task_data(a.out or TASKS_DIR / "data", n=a.rows, seed=a.seed)
+        print(f"wrote {len(paths)} task files ({a.rows} rows each) to {next(iter(paths.values())).parent}")
+
+
+def add_parser(sub) -> None:
+    z = sub.add_parser("zoo", help="the trained synthetic model zoo (theta0, Qwen2-VL A, LLaVA-OneVision B)")
+    zsub = z.add_subparsers(dest="zoo_command", required=True)
+    b = zsub.add_parser("build", help="train the zoo (cached under ~/.cache/adamms-eval/zoo/)")
+    b.add_argument("--out", help="folder (default: the cache folder for this size and seed)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--size", default="full", choices=["full", "ci"], help="ci: a reduced zoo for tests")
+    b.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see README)")
+    b.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
+    t = zsub.add_parser("tasks", help="write the data of the tasks/adamms_zoo lmms-eval tasks")
+    t.add_argument("--out", help="folder (default tasks/adamms_zoo/data)")
+    t.add_argument("--rows", type=int, default=100, help="rows per skill (default 100)")
+    t.add_argument("--seed", type=int, default=0)
+    for p in (z, b, t):
+        p.set_defaults(func=cmd_zoo)
