@@ -1,0 +1,92 @@
+"""`adamms compare`: bad configs fail before any model loads; an end-to-end run on tiny models writes every output;
+a rerun computes nothing and a new row computes only that row."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adamms_eval import compare
+from adamms_eval.errors import AdammsError
+
+TASKS = str(Path(__file__).resolve().parents[1] / "tasks")
+
+
+@pytest.fixture(scope="module")
+def task_data():
+    from adamms_eval.zoo.tasks import write_task_data
+    write_task_data(n=12)
+
+
+def _config(tmp_path, zoo, rows, **over):
+    cfg = {"base": str(zoo["qwen2_vl"]), "other": str(zoo["llava_ov_hf"]), "pretrained": str(zoo["qwen2_lm"]),
+           "tasks": ["adamms_zoo_colour"], "include_path": [TASKS], "limit": 4, "output": str(tmp_path / "out"),
+           "cache_dir": str(tmp_path / "cache"), "search": {"alphas": "0:0.4:0.2", "search_samples": 4},
+           "rows": rows, **over}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the config was checked")
+    monkeypatch.setattr(compare.Runner, "_backend", refuse)
+
+
+@pytest.mark.parametrize("rows, over, message", [
+    ([{"name": "x", "method": "nosuch"}], {}, "nosuch"),
+    ([{"name": "x", "method": "ties", "densty": 0.5}], {}, "densty"),
+    ([{"name": "x", "method": "linear", "coefficient": "best"}], {}, "must be a number, auto or oracle"),
+    ([{"name": "x", "method": "linear", "coefficient": 1.5}], {}, "x"),
+    ([{"name": "x", "method": "linear"}], {"tasks": ["adamms_zoo_colur"]}, "adamms_zoo_colour"),
+    ([{"name": "x", "method": "linear"}], {"other": "/nonexistent/model"}, "other checkpoint /nonexistent/model"),
+    ([{"name": "x", "method": "linear"}], {"serach": {}}, "serach"),
+    ([{"name": "x", "method": "linear"}, {"name": "x", "method": "ties"}], {}, "two rows are named"),
+])
+def test_bad_config_fails_before_loading(tmp_path, zoo, task_data, no_model_loads, rows, over, message):
+    with pytest.raises(AdammsError) as e:
+        compare.run_compare(_config(tmp_path, zoo, rows, **over), log=lambda *_: None)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_oracle_needs_labels(tmp_path, zoo, task_data, no_model_loads):
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "nolabel.yaml").write_text(
+        f"include: {TASKS}/adamms_zoo/_default_template.yaml\ntask: zoo_nolabel\ndoc_to_target: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {TASKS}/adamms_zoo/data/colour.parquet\n")
+    path = _config(tmp_path, zoo, [{"name": "o", "method": "linear", "coefficient": "oracle"}],
+                   tasks=["zoo_nolabel"], include_path=[str(folder)])
+    with pytest.raises(AdammsError, match="no labels"):
+        compare.run_compare(path, log=lambda *_: None)
+
+
+def test_end_to_end_resume_and_new_row(tmp_path, zoo, task_data, monkeypatch):
+    rows = [{"name": "base", "original": "base"}, {"name": "other", "original": "other"},
+            {"name": "linear 0.2", "method": "linear", "coefficient": 0.2},
+            {"name": "AdaMMS", "method": "linear", "coefficient": "auto"},
+            {"name": "Oracle", "method": "linear", "coefficient": "oracle"}]
+    data = compare.run_compare(_config(tmp_path, zoo, rows), log=lambda *_: None)
+    out = tmp_path / "out"
+    for name in ("comparison.md", "comparison.csv", "comparison.json", "table4.md", "table8.md",
+                 "figures/AdaMMS_adamms_zoo_colour.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["table1"]["rows"].keys() == {r["name"] for r in rows}
+    sweep = {float(a): s for a, s in saved["sweeps"][next(iter(saved["sweeps"]))]["adamms_zoo_colour"].items()}
+    assert sorted(sweep) == [0.0, 0.2, 0.4]
+    assert data["scores"]["base"]["adamms_zoo_colour"] == sweep[0.0]  # the base row is linear at α=0
+    assert data["scores"]["Oracle"]["adamms_zoo_colour"] == max(sweep.values())
+    chosen = data["chosen"]["AdaMMS"]["adamms_zoo_colour"]
+    assert data["scores"]["AdaMMS"]["adamms_zoo_colour"] == sweep[chosen]
+
+    calls = []
+    real = compare.Runner._evaluate
+    monkeypatch.setattr(compare.Runner, "_evaluate", lambda self, m, t, o: calls.append(t) or real(self, m, t, o))
+    again = compare.run_compare(_config(tmp_path, zoo, rows), log=lambda *_: None)
+    assert calls == [] and again["scores"] == data["scores"]  # everything came from the stored results
+    compare.run_compare(_config(tmp_path, zoo, rows + [{"name": "TA", "method": "paper_task_arithmetic"}]),
+                        log=lambda *_: None)
+    assert calls == ["adamms_zoo_colour"]  # only the new row was evaluated
