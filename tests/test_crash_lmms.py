@@ -71,6 +71,7 @@ def test_killed_search_resumes_with_only_the_missing_answers(zoo, shapes, tmp_pa
     deadline = time.time() + 600
     while valid_lines(cache) < 12 and p.poll() is None and time.time() < deadline:  # into the second candidate
         time.sleep(0.05)
+    time.sleep(1.0)  # land inside a batch rather than right after an append
     os.kill(p.pid, signal.SIGSTOP)  # freeze, count what is on disk, then kill
     kept = valid_lines(cache)
     (cache_file,) = cache.rglob("*.jsonl")
