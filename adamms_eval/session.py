@@ -353,17 +353,11 @@ class MergeSession:
 
     def _identity(self, backend_args, code_files) -> dict:
         """What the cached answers depend on (cache.search_identity: files by size and mtime, method, backend)."""
-        from . import cache
+        from .cache import search_identity
         s = self.settings
-        if hasattr(cache, "search_identity"):
-            return cache.search_identity(base=s.base, other=s.other, pretrained=s.pretrained,
-                                         method=self.merged.method.describe(), harness=self.harness.replace("_", "-"),
-                                         backend=self.backend_name, backend_args=backend_args, code_files=code_files)
-        from .checkpoint import file_stamps, weight_files
-        return {"base": str(Path(s.base).resolve()), "other": str(Path(s.other).resolve()),
-                "pretrained": str(Path(s.pretrained).resolve()) if s.pretrained else None,
-                "method": self.merged.method.describe(), "backend": self.backend_name,
-                "stamps": {**file_stamps(weight_files(s.base)), **self.merged.other.stamp()}}  # stats only
+        return search_identity(base=s.base, other=s.other, pretrained=s.pretrained, method=self.merged.method.describe(),
+                               harness=self.harness.replace("_", "-"), backend=self.backend_name,
+                               backend_args=backend_args, code_files=code_files)
 
     def alpha_for(self, task: str, inputs, answer: Callable, score: Callable | None = None) -> float:
         """The coefficient for `task`: the fixed one, or the one AdaMMS searching picks (once per task)."""
