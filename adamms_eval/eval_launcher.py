@@ -63,6 +63,8 @@ def run(args: list[str]) -> int:
     args = list(args)
     if args and args[0] == "--":
         args = args[1:]
+    if not args or {"-h", "--help"} & set(args):
+        return subprocess.call([sys.executable, "-m", "lmms_eval", *(args or ["--help"])])
     model, model_args = _value(args, "--model"), _value(args, "--model_args")
     if model == "adamms" and model_args is not None:
         check_model_args(model_args)

@@ -79,7 +79,15 @@ class Adamms(lmms):
         # Everything is checked before any weights load: settings, backend arguments, the pair's plan.
         settings, _ = parse_settings(options)
         self.backend_name = choose_backend(HARNESS, settings.base, settings.backend)
-        cls = get_model(self.backend_name, force_simple=True)
+        try:
+            cls = get_model(self.backend_name, force_simple=True)
+        except ValueError as e:  # lmms-eval's "model not found ... available models: a, b, ..."
+            import difflib
+            known = str(e).partition("available models:")[2].split(",")
+            close = difflib.get_close_matches(self.backend_name, [k.strip() for k in known], n=1)
+            hint = f"did you mean backend={close[0]}? " if close else ""
+            raise AdammsError(f"backend={self.backend_name}: lmms-eval has no such model; {hint}leave backend= out "
+                              "to choose it from the base's config.json") from None
         settings, backend_kwargs = parse_settings(options, _backend_params(cls),
                                                   backend_label=f"lmms-eval's {self.backend_name} backend")
         self.session = MergeSession(settings, self.backend_name, HARNESS)

@@ -47,6 +47,7 @@ def spy(monkeypatch):
      "alpha=0.3 and lambda=0.8 both give the coefficient of dare_ties (lambda) and disagree"),
     ({"other": "LLAVA15"}, "language models differ"),
     ({"search_samples": "many"}, "search_samples=many: expected a whole number"),
+    ({"backend": "qwen2vl"}, "backend=qwen2vl: lmms-eval has no such model; did you mean backend=qwen2_vl?"),
 ])
 def test_bad_argument_fails_before_the_base_loads(zoo, spy, extra, expected):
     Adamms, loaded = spy
