@@ -37,12 +37,21 @@ __all__ = ["Adamms", "BACKENDS", "RECORD_NAME"]
 
 
 def _backend_params(cls) -> set[str] | None:
-    """The keyword arguments a backend accepts (None when it takes anything)."""
-    sig = inspect.signature(cls.__init__).parameters
-    names = {n for n, p in sig.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - _OWN_BACKEND_ARGS
-    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.values())
-    # lmms-eval's built-ins take **kwargs only to assert it is empty: their named arguments are the real list
-    return names if names or not var_kw else None
+    """The keyword arguments a backend accepts: the named arguments of its __init__ and, while an __init__ passes
+    **kwargs on, of its parents' (None when the chain reaches object: anything goes). lmms-eval's built-ins take
+    **kwargs only to assert it is empty, and lmms.__init__ takes none, so their named arguments are the list."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass is object:
+            return None
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names - _OWN_BACKEND_ARGS
 
 
 def _merge_model_name(model_args) -> str | None:

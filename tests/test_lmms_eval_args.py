@@ -23,7 +23,6 @@ def spy(monkeypatch):
             def __init__(self, *a, **kw):
                 loaded.append(name)
                 raise AssertionError("the backend was loaded before the arguments were checked")
-        Spy.__init__.__signature__ = __import__("inspect").signature(cls.__init__)
         return Spy
     monkeypatch.setattr(m, "get_model", get_model)
     return m.Adamms, loaded
@@ -89,3 +88,14 @@ def test_spy_sees_a_valid_setting_load(zoo, spy):
         Adamms(base=str(zoo["qwen2_vl"]), other=str(zoo["llava_ov_hf"]), method="paper_dare_ties",
                pretrained=str(zoo["qwen2_lm"]), alpha="auto", alphas="0.2;0.6;1.0", max_pixels=1024)
     assert loaded == ["qwen2_vl"]
+
+
+def test_port_backend_takes_its_parents_arguments(zoo, spy):
+    """A backend whose __init__ passes **kwargs to its parent (the CogVLM port) accepts the parent's arguments."""
+    Adamms, loaded = spy
+    with pytest.raises(AssertionError, match="was loaded"):
+        Adamms(base=str(zoo["cogvlm"]), other=str(zoo["llava15_hf"]), alpha=0.3, template="chat",
+               tokenizer=str(zoo["llava15_hf"]), dtype="float32")
+    assert loaded == ["adamms_cogvlm"]
+    with pytest.raises(AdammsError, match="did you mean template"):
+        Adamms(base=str(zoo["cogvlm"]), other=str(zoo["llava15_hf"]), alpha=0.3, templat="chat")
