@@ -177,10 +177,24 @@ def check_outputs(args) -> list[str]:
             why = f" (VLMEvalKit: {why})" if why else ""
             pred = Path(get_pred_file_path(str(root), model, name))
             if not pred.exists():
-                problems.append(f"{model} x {name}: no prediction file {pred}{why}")
+                advice = _builtin_tsv_advice(name)
+                problems.append(f"{model} x {name}: no prediction file {pred}{why}" + (f"; {advice}" if advice else ""))
             elif args.mode != "infer" and not _has_numbers(st.get("metrics")):
                 problems.append(f"{model} x {name}: predictions but no scores in {status_file}{why}")
     return problems
+
+
+def _builtin_tsv_advice(name: str) -> str:
+    """Why a built-in dataset may have been skipped: its TSV is missing or fails the md5 check."""
+    from vlmeval.dataset import DATASET_CLASSES
+    from vlmeval.smp import LMUDataRoot, md5
+    want = next((cls.DATASET_MD5.get(name) for cls in DATASET_CLASSES
+                 if name in cls.supported_datasets() and hasattr(cls, "DATASET_MD5")), None)
+    tsv = Path(LMUDataRoot()) / f"{name}.tsv"
+    if want and (not tsv.exists() or md5(str(tsv)) != want):
+        return (f"{tsv} is missing or has another md5, so VLMEvalKit tried to download it: place the official TSV "
+                f"at $LMUData/{name}.tsv (md5 {want})")
+    return ""
 
 
 def _has_numbers(metrics) -> bool:

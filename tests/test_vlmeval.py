@@ -129,10 +129,24 @@ def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_pa
         preds = predictions(out, ds)
         assert all(preds[i] == answers[r["alpha"]][i] for i in ids)
         assert (out / f"adamms_search_{ds}.png").stat().st_size > 1000
-    assert float(json.loads((out / "status.json").read_text())["datasets"]["AdammsShapes_GQA"]["metrics"]["Overall"]) >= 0
-    again = run_ok(tmp_path / "again", *args, data=("AdammsShapes_YN",))
+    status = json.loads((out / "status.json").read_text())["datasets"]
+    assert 0 <= float(status["AdammsShapes_GQA"]["metrics"]["Overall"]) <= 100
+    # a rerun reuses every cached answer; search_report=full adds VLMEvalKit's score of each candidate's answers
+    again = run_ok(tmp_path / "again", *args, "--search-report", "full", data=("AdammsShapes_YN",))
     r2 = json.loads((again / "adamms_search.json").read_text())["tasks"]["AdammsShapes_YN"]
-    assert r2["generations"] == 0 and r2["reused_from_cache"] == 16 and r2["alpha"] == rec["tasks"]["AdammsShapes_YN"]["alpha"]
+    r1 = rec["tasks"]["AdammsShapes_YN"]
+    assert r2["generations"] == 0 and r2["reused_from_cache"] == 16 and r2["alpha"] == r1["alpha"]
+    from vlmeval.dataset.utils.yorn import YOrN_Extraction
+    truth = dict(zip(*(pd_read(env / "AdammsShapes_YN.tsv", c) for c in ("index", "answer"))))
+    answers = _cached_answers(tmp_path / "cache", "AdammsShapes_YN")
+    for alpha, by_id in answers.items():
+        hits = [YOrN_Extraction(a) == truth[i] for i, a in by_id.items()]
+        assert r2["task_scores"]["Overall"][str(alpha)] == pytest.approx(100 * sum(hits) / len(hits))
+
+
+def pd_read(tsv, column):
+    import pandas as pd
+    return pd.read_csv(tsv, sep="\t", dtype=str)[column].tolist()
 
 
 def test_two_ranks_agree_on_alpha(zoo, env, tmp_path):
