@@ -291,3 +291,17 @@ def test_one_command_check_captions_an_image(zoo, name, tmp_path, capsys):
     assert main(args) == 0 and capsys.readouterr().out.strip() == first  # greedy
     assert main([str(zoo[name]), "--image", str(tmp_path / "missing.png")]) == 2
     assert "no image at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(PORTS))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_loads_and_agrees_with_fp32(zoo, ports, name, dtype):
+    model32, tok = ports[name]
+    model = PORTS[name][0].from_pretrained(zoo[name], dtype=dtype).eval()
+    assert model.lm_head.weight.dtype == dtype and model.model.embed_tokens.weight.dtype == dtype
+    x = inputs(name, model32, tok)
+    half = {k: v.to(dtype) if v.is_floating_point() else v for k, v in x.items()}
+    with torch.no_grad():
+        diff = (model(**half).logits - model32(**x).logits).abs().max().item()
+        assert model.generate(**half, max_new_tokens=3, do_sample=False).shape[0] == 1
+    assert diff < 0.05  # rounding only (fp32 logits are ~0.9 in magnitude)
