@@ -8,7 +8,7 @@
    dataset once at the chosen α) against the authors' procedure (the whole benchmark at every candidate),
    measured on the shapes dataset and computed for the sizes of the paper's VLMEvalKit benchmarks.
 
-    python benchmarks/bench_vlmeval.py [--rows 40] [--repeats 3] [--max-new-tokens 16]
+    python benchmarks/bench_vlmeval.py [--rows 40] [--repeats 3] [--max-new-tokens 16] [--threads 1]
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--alpha", type=float, default=0.3)
     ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: stable timings on a shared machine)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "adamms-bench-vlmeval")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,6 +51,8 @@ def main(argv=None) -> None:
     subprocess.run([sys.executable, str(REPO / "tasks" / "make_vlmeval_datasets.py"), "--rows", str(a.rows),
                     "--out", os.environ["LMUData"]], check=True, capture_output=True)
 
+    import torch
+    torch.set_num_threads(a.threads)
     import adamms_eval_adapters.vlmeval  # noqa: F401  (registers the datasets)
     from vlmeval.dataset import build_dataset
 

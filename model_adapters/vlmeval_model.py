@@ -122,9 +122,6 @@ class AdammsMixin:
             session.attach(self.raw_model, rank=get_rank_and_world_size()[0], base_tokenizer=str(base),
                            backend_args={**load_kwargs, **wrapper_kwargs}, code_files=[__file__])
 
-    def generation_settings(self) -> dict:
-        raise NotImplementedError
-
     # -- VLMEvalKit hooks ------------------------------------------------------------------------------
     def set_dump_image(self, dump_image_func):
         super().set_dump_image(dump_image_func)
@@ -133,17 +130,21 @@ class AdammsMixin:
         dataset = getattr(dump_image_func, "__self__", None)
         folder = (Path(self.session.settings.search_output) if self.session.settings.search_output
                   else _work_dir_of_caller() or default_output_dir(self.session.run_name))
+        rank = get_rank_and_world_size()[0]
         if not self.session.auto:
-            self.session.write_records(folder) if get_rank_and_world_size()[0] == 0 else None
+            if rank == 0:
+                self.session.write_records(folder)
             return
         if dataset is None or not hasattr(dataset, "data"):
             raise AdammsError("alpha=auto needs the dataset: set_dump_image got a function that is not a VLMEvalKit "
                               "dataset's bound dump_image; give a fixed alpha")
         name = dataset.dataset_name
         searched = name in self.session.records
-        answer = lambda todo: [self._generate_one(i.payload, name) for i in todo]  # noqa: E731
+
+        def answer(todo):
+            return [str(self.generate(message=copy.deepcopy(i.payload), dataset=name)) for i in todo]
         alpha = self.session.alpha_for(name, self._search_inputs(dataset), answer, self._scorer(dataset))
-        if not searched and get_rank_and_world_size()[0] == 0:
+        if not searched and rank == 0:
             rec = self.session.records[name]
             log.info("adamms: %s: chose %s=%s D=%s (n=%s, %s s)", name, rec["coefficient"], rec["alpha"],
                      rec["scores"], rec["subset_size"], rec["search_seconds"])
@@ -160,19 +161,16 @@ class AdammsMixin:
         return dataset.build_prompt(row)
 
     def _search_inputs(self, dataset):
-        """This rank's rows (infer_data's sharding) as SearchInputs carrying their prompts."""
+        """This rank's rows (infer_data's sharding) as SearchInputs carrying their prompts. The cache key is
+        the prompt; the wrapper's arguments and versions are in the cache's identity (session.attach)."""
         from adamms_eval.autosearch import SearchInput
         rank, world = get_rank_and_world_size()
         rows = dataset.data.iloc[list(range(rank, len(dataset.data), world))]
-        settings = self.generation_settings()
         out = []
         for i in range(len(rows)):
             index, message = rows.iloc[i]["index"], self._prompt(dataset, rows.iloc[i])
-            out.append(SearchInput(index, f"{index}:{digest([message_key(message), settings])}", message))
+            out.append(SearchInput(index, f"{index}:{digest(message_key(message))}", message))
         return out
-
-    def _generate_one(self, message, dataset_name: str) -> str:
-        return str(self.generate(message=copy.deepcopy(message), dataset=dataset_name))
 
     def _scorer(self, dataset):
         """search_report=full: the dataset's own scorer (exact-matching judge) on the subset at each candidate."""
@@ -221,10 +219,6 @@ class AdammsQwen2VL(AdammsMixin, Qwen2VLChat):
         self.use_vllm = self.use_lmdeploy = False
         self._adamms_init(base, session, load_kwargs, kwargs)
 
-    def generation_settings(self) -> dict:
-        return {**self.generate_kwargs, "system_prompt": self.system_prompt, "post_process": self.post_process,
-                "min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
-
 
 class AdammsLlavaOneVision(AdammsMixin, LLaVA_OneVision_HF):
     MODEL_CLASS, PROCESSOR_CLASS = "LlavaOnevisionForConditionalGeneration", "AutoProcessor"
@@ -236,11 +230,7 @@ class AdammsLlavaOneVision(AdammsMixin, LLaVA_OneVision_HF):
         self.force_sample = self.video_kwargs.get("force_sample", False)
         self.nframe, self.fps = kwargs.pop("nframe", 8), 1
         self._adamms_init(base, session, load_kwargs, kwargs)
-        self.overrides = kwargs
         self.model = _GenerateOverrides(self.raw_model, kwargs)
-
-    def generation_settings(self) -> dict:
-        return dict(self.overrides)
 
 
 class AdammsLlava(AdammsMixin, LLaVA_Next):
@@ -251,9 +241,6 @@ class AdammsLlava(AdammsMixin, LLaVA_Next):
         self.kwargs = {**dict(do_sample=False, temperature=0, max_new_tokens=2048, top_p=None, num_beams=1),
                        **kwargs}  # LLaVA_Next's generation defaults, user kwargs over them (as it does)
         self._adamms_init(base, session, load_kwargs, kwargs)
-
-    def generation_settings(self) -> dict:
-        return dict(self.kwargs)
 
 
 WRAPPERS = {"qwen2_vl": AdammsQwen2VL, "llava_onevision": AdammsLlavaOneVision, "llava": AdammsLlava}
