@@ -112,8 +112,14 @@ def prepare(ns, passthrough: list[str]) -> list[str]:
 
 
 def _launcher_spell(name: str, value) -> str:
+    """How the launcher takes an option: our flags, --param (method parameters) or --model-arg (the wrapper's)."""
+    from adamms_eval.methods import REGISTRY
     from adamms_eval.session import SETTINGS, flag_spell
-    return flag_spell(name, value) if name in SETTINGS or name in OURS else f"--model-arg {name}={value}"
+    if name in SETTINGS or name in OURS:
+        return flag_spell(name, value)
+    if any(name in cls.params for cls in REGISTRY.values()):
+        return f"--param {name}={value}"
+    return f"--model-arg {name}={value}"
 
 
 def check_inputs(args) -> None:

@@ -91,15 +91,27 @@ def test_fixed_alpha_equals_wrapper_on_merged_checkpoint_and_zero_is_base(zoo, e
         assert any("Overall" in k for k in metrics) and all(0.0 <= float(v) <= 100.0 for v in metrics.values())
 
 
-@pytest.mark.parametrize("base,other,wrapper", [("llava_ov_hf", "qwen2_vl", "LLaVA_OneVision_HF"),
-                                                ("llava15_hf", "llava15_orig", "LLaVA_Next")])
-def test_llava_wrappers_fixed_alpha_equals_merged_checkpoint(base, other, wrapper, zoo, env, tmp_path):
-    merged = merged_checkpoint(zoo[base], zoo[other], 0.5, tmp_path / "merged")
-    ours = run_ok(tmp_path / "ours", "--base", zoo[base], "--other", zoo[other], "--alpha", "0.5",
+@pytest.mark.parametrize("base,other,wrapper,method", [
+    ("llava_ov_hf", "qwen2_vl", "LLaVA_OneVision_HF", None),
+    ("llava15_hf", "llava15_orig", "LLaVA_Next", None),
+    ("qwen2_vl", "llava_ov_hf", "Qwen2VLChat", "paper_ties"),  # a task-vector preset with θ0 and a λ
+])
+def test_wrappers_and_methods_fixed_coefficient_equal_merged_checkpoint(base, other, wrapper, method, zoo, env,
+                                                                         tmp_path):
+    from adamms_eval.merge import open_merger, write_merged
+    if method is None:
+        merger, coef, flags = open_merger(zoo[base], zoo[other]), 0.5, ["--alpha", "0.5"]
+    else:
+        merger = open_merger(zoo[base], zoo[other], method, {"density": 0.6}, pretrained=zoo["qwen2_lm"])
+        coef = 0.8
+        flags = ["--method", method, "--param", "density=0.6", "--pretrained", zoo["qwen2_lm"], "--lambda", "0.8"]
+    merged = write_merged(merger, coef, tmp_path / "merged", progress=False)
+    ours = run_ok(tmp_path / "ours", "--base", zoo[base], "--other", zoo[other], *flags,
                   "--cache-dir", tmp_path / "c", data=("AdammsShapes_MCQ",))
     ref = run_ok(tmp_path / "ref", "--base", merged, data=("AdammsShapes_MCQ",))
     assert predictions(ours, "AdammsShapes_MCQ") == predictions(ref, "AdammsShapes_MCQ")
-    assert json.loads((ours / "adamms_search.json").read_text())["run"]["backend"] == wrapper
+    run = json.loads((ours / "adamms_search.json").read_text())["run"]
+    assert run["backend"] == wrapper and run["alpha"] == coef
 
 
 def _cached_answers(cache: Path, dataset: str) -> dict[float, dict[str, str]]:
