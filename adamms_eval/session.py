@@ -169,8 +169,13 @@ def _choice(name: str, value, options: tuple[str, ...], spell) -> str:
 
 def _coefficient(options: dict, method_cls, method: str, spell) -> tuple[float | None, str]:
     given = {n: options[n] for n in COEFFICIENT_NAMES if n in options}
-    values = {str(v).strip().lower() for v in given.values()}
-    if len(values) > 1:
+
+    def same(v):  # 0.3 and "0.30" agree
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return str(v).strip().lower()
+    if len({same(v) for v in given.values()}) > 1:
         shown = " and ".join(spell(n, v) for n, v in given.items())
         raise AdammsError(f"{shown} both give the coefficient of {method} ({method_cls.coefficient}) and disagree; "
                           "give one of them")

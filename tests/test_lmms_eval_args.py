@@ -99,3 +99,15 @@ def test_port_backend_takes_its_parents_arguments(zoo, spy):
     assert loaded == ["adamms_cogvlm"]
     with pytest.raises(AdammsError, match="did you mean template"):
         Adamms(base=str(zoo["cogvlm"]), other=str(zoo["llava15_hf"]), alpha=0.3, templat="chat")
+
+
+def test_coefficient_names_and_defaults():
+    """alpha= and lambda= name the same coefficient (agreeing values are fine); the default grid is the method's."""
+    from adamms_eval.methods import default_candidates
+    from adamms_eval.search import parse_alphas
+    from adamms_eval.session import parse_settings
+    s, _ = parse_settings({"base": "a", "other": "b", "alpha": 0.3, "lambda": "0.30"})
+    assert (s.alpha, s.coefficient, s.given_as) == (0.3, "alpha", "alpha")
+    s, _ = parse_settings({"base": "a", "other": "b", "method": "paper_ties", "pretrained": "p", "lambda": "auto"})
+    assert s.auto and s.coefficient == "lambda" and s.alphas == parse_alphas(default_candidates("ties"))
+    assert s.describe()["method"]["params"]["trim"] == "global"  # the preset's settings are recorded
