@@ -215,3 +215,17 @@ def test_dataset_failing_inside_vlmeval_exits_nonzero(zoo, env, tmp_path, capsys
                  "--base", zoo["qwen2_vl"]])
     err = capsys.readouterr().err
     assert rc == 1 and "m x AdammsShapes_YN: no prediction file" in err and "generation failed" in err
+
+
+def test_registration_presets_and_dataset_types():
+    import vlmeval.vlm
+    from vlmeval.config import supported_VLM
+    from vlmeval.dataset import DATASET_TYPE
+
+    from adamms_eval_adapters import vlmeval as registry
+    sys.path.insert(0, str(REPO / "tasks"))
+    from make_vlmeval_datasets import DATASETS as generated
+    assert vlmeval.vlm.AdammsVLM is registry.AdammsVLM  # what a --config "class": "AdammsVLM" builds
+    preset = supported_VLM["AdaMMS_Qwen2-VL-7B_LLaVA-OV-7B"]
+    assert preset.func is registry.AdammsVLM and preset.keywords["base"] == "Qwen/Qwen2-VL-7B-Instruct"
+    assert {name: DATASET_TYPE(name) for name in registry.DATASETS} == generated
