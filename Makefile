@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench
+.PHONY: setup demo reproduce test bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -14,6 +14,12 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	HF_HUB_OFFLINE=1 bash scripts/demo.sh
+
+# the full zoo comparison (paper Table 1 layout, Table 4 / Table 8 views, figures) -> results/compare_zoo/
+reproduce: setup
+	HF_HUB_OFFLINE=1 $(BIN)/adamms zoo build
+	HF_HUB_OFFLINE=1 $(BIN)/adamms zoo tasks
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/adamms compare configs/zoo.yaml
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

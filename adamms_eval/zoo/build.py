@@ -34,9 +34,9 @@ class Spec:
     bpe_vocab: int = 512
     lm_docs: int = 600  # per skill
     lm_steps: int = 300
-    lm_batch: int = 64
+    lm_batch: int = 48
     ft_examples: int = 600  # per skill
-    ft_steps: int = 500
+    ft_steps: int = 700
     ft_batch: int = 24
     lr: float = 3e-3
     lm_lr: float = 1e-3
@@ -136,13 +136,13 @@ def _build(out: Path, seed: int, spec: Spec, log) -> dict:
                                           "mrope_section": [head // 4, (head - head // 4) // 2,
                                                             head - head // 4 - (head - head // 4) // 2]}),
         vision_config=dict(depth=2, embed_dim=spec.vision, hidden_size=spec.hidden, num_heads=2, mlp_ratio=2,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+                           patch_size=14, spatial_merge_size=1, temporal_patch_size=2),  # 16 tokens per image
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False)
     pixels = world.SIZE * world.SIZE
-    qproc = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels),
-                             video_processor=Qwen2VLVideoProcessor(min_pixels=pixels, max_pixels=pixels),
+    qproc = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, merge_size=1),
+                             video_processor=Qwen2VLVideoProcessor(min_pixels=pixels, max_pixels=pixels, merge_size=1),
                              tokenizer=qtok, chat_template=qtok.chat_template)
     model_a = _seeded(seed + 1, lambda: Qwen2VLForConditionalGeneration(qcfg))
     _load_lm(model_a, theta0)

@@ -96,7 +96,7 @@ def collate(items: list[dict], pad_id: int, left: bool = False) -> dict:
 
 
 def finetune(kind: str, model, processor, skills, n_per_skill: int, steps: int, batch: int, lr: float, lm_lr: float,
-             seed: int, desc: str) -> dict:
+             seed: int, desc: str, align_fraction: float = 0.4) -> dict:
     """Visual instruction tuning on `skills` (all parameters; the LM at its own, smaller rate)."""
     rng, t0 = random.Random(seed), time.perf_counter()
     data = [encode_one(kind, processor, e, True)
@@ -104,7 +104,11 @@ def finetune(kind: str, model, processor, skills, n_per_skill: int, steps: int, 
     pad = processor.tokenizer.pad_token_id
     t_encode = time.perf_counter() - t0
     opt = _optimizer(model, lr, lm_lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, max(1, steps // 10)))
+    # LLaVA's recipe in one run: first the vision tower and projector learn to feed θ0 (the LM frozen: θ0 already
+    # answers from captions placed where the image goes), then everything is tuned together
+    align = int(steps * align_fraction)
+    vision = _lr_lambda(steps, max(1, steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [vision, lambda s: 0.0 if s < align else vision(s)])
     model.train()
     loss = None
     for _ in tqdm(range(steps), desc=desc, leave=False):
@@ -113,7 +117,7 @@ def finetune(kind: str, model, processor, skills, n_per_skill: int, steps: int, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
     model.eval()
-    return {"skills": list(skills), "examples": len(data), "steps": steps, "batch": batch,
+    return {"skills": list(skills), "examples": len(data), "steps": steps, "align_steps": align, "batch": batch,
             "final_loss": round(float(loss.detach()), 4), "encode_seconds": round(t_encode, 1),
             "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -136,8 +136,21 @@ def caption(sc: dict) -> str:
     return f"a {sc['size']} {sc['colour']} {sc['shape']}{where}"
 
 
+CHAT_STYLES = (
+    # (Qwen2-VL's prompt as lmms-eval's qwen2_vl sends it, LLaVA-OneVision's as llava_hf sends it) with the caption
+    # where the image will be: θ0 learns to answer from a description in the place its MLLMs put the image
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{caption}. {question}{post}"
+    "<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>",
+    "<|im_start|>user\n{caption}.\n{question}{post}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>",
+)
+
+
 def text_document(skill: str, seed: int) -> str:
-    """θ0's pretraining text: a caption followed by a question about it and its answer."""
+    """θ0's pretraining text: a caption, a question about it and its answer, as plain text or in a chat turn."""
     rng = random.Random(f"text:{skill}:{seed}")
     sc = scene(skill, rng)
-    return f"{caption(sc)}. {QUESTIONS[skill]} {answer(skill, sc)}."
+    style = seed % 3
+    if style == 2:
+        return f"{caption(sc)}. {QUESTIONS[skill]} {answer(skill, sc)}."
+    return CHAT_STYLES[style].format(caption=caption(sc), question=QUESTIONS[skill], post=POST_PROMPT,
+                                     answer=answer(skill, sc))
