@@ -123,7 +123,7 @@ def _cached_answers(cache: Path, dataset: str) -> dict[float, dict[str, str]]:
     return out
 
 
-def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_path):
+def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_path, caplog):
     from adamms_eval.search import select_alpha
     args = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--alpha", "auto", "--alphas", "0:0.6:0.2",
             "--search-samples", "4", "--search-seed", "3", "--cache-dir", tmp_path / "cache"]
@@ -148,6 +148,14 @@ def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_pa
     r2 = json.loads((again / "adamms_search.json").read_text())["tasks"]["AdammsShapes_YN"]
     r1 = rec["tasks"]["AdammsShapes_YN"]
     assert r2["generations"] == 0 and r2["reused_from_cache"] == 16 and r2["alpha"] == r1["alpha"]
+    # a resumed run in the same folder takes α from the record instead of searching (nothing asked of the cache)
+    for f in out.glob("m_AdammsShapes_YN*"):
+        f.unlink()
+    with caplog.at_level("INFO", logger="adamms_eval"):
+        resumed = run_ok(tmp_path / "auto", *args[:-1], tmp_path / "fresh_cache", data=("AdammsShapes_YN",))
+    assert "from the record of the earlier run" in caplog.text
+    assert not list((tmp_path / "fresh_cache").rglob("AdammsShapes_YN*.jsonl"))
+    assert predictions(resumed, "AdammsShapes_YN") == predictions(again, "AdammsShapes_YN")
     from vlmeval.dataset.utils.yorn import YOrN_Extraction
     truth = dict(zip(*(pd_read(env / "AdammsShapes_YN.tsv", c) for c in ("index", "answer"))))
     answers = _cached_answers(tmp_path / "cache", "AdammsShapes_YN")
