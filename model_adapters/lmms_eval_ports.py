@@ -9,7 +9,6 @@ template (CogVLM: base/chat/vqa; default from config.json).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -20,8 +19,9 @@ from tqdm import tqdm
 from adamms_eval.errors import AdammsError
 from adamms_eval.ports import CogVLMForCausalLM, MPLUGOwl2LlamaForCausalLM
 from adamms_eval.ports.cogvlm import TEMPLATES, encode_prompt, history_to_prompt
-from adamms_eval.ports.common import CLIP_MEAN, CLIP_STD, load_tokenizer
-from adamms_eval.ports.mplug_owl2 import IMAGE_TOKEN_INDEX, build_prompt, process_images, tokenizer_image_token
+from adamms_eval.ports.common import load_tokenizer
+from adamms_eval.ports.mplug_owl2 import (IMAGE_TOKEN_INDEX, build_prompt, image_settings, process_images,
+                                          tokenizer_image_token)
 
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
@@ -168,7 +168,7 @@ class MPLUGOwl2Backend(_PortBackend):
 
     def __init__(self, pretrained: str, **kwargs):
         super().__init__(pretrained, **kwargs)
-        self.image_size, self.mean, self.std = _image_settings(pretrained, self.model.config)
+        self.image_size, self.mean, self.std = image_settings(pretrained, self.model.config)
 
     def encode(self, ctx, images, continuation=""):
         question = ctx.replace("<image>", "").strip()
@@ -187,14 +187,3 @@ class MPLUGOwl2Backend(_PortBackend):
         has_image = bool((inputs["input_ids"] == IMAGE_TOKEN_INDEX).any())
         return output[0] if has_image else output[0, inputs["input_ids"].shape[1]:]
 
-
-def _image_settings(pretrained: str, config) -> tuple[int, tuple, tuple]:
-    """Image side, mean and std from the checkpoint's preprocessor_config.json (CLIP's at 448 px without one)."""
-    file = Path(pretrained) / "preprocessor_config.json"
-    side = config.visual_config["visual_model"]["image_size"]
-    if not file.is_file():
-        return side, CLIP_MEAN, CLIP_STD
-    pp = json.loads(file.read_text())
-    crop = pp.get("crop_size", side)
-    side = crop.get("height", side) if isinstance(crop, dict) else int(crop)
-    return side, tuple(pp.get("image_mean", CLIP_MEAN)), tuple(pp.get("image_std", CLIP_STD))

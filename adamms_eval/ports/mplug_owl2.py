@@ -508,3 +508,18 @@ def process_images(images, image_size: int = 448, mean=CLIP_MEAN, std=CLIP_STD) 
     fill = tuple(int(m * 255) for m in mean)
     return torch.stack([pil_to_tensor(expand_to_square(im.convert("RGB"), fill), image_size, mean, std)
                         for im in images])
+
+
+def image_settings(folder, config: MPLUGOwl2Config) -> tuple[int, tuple, tuple]:
+    """Image side, mean and std from the checkpoint's preprocessor_config.json (CLIP's at the config's size
+    without one)."""
+    import json
+    from pathlib import Path
+    file = Path(folder) / "preprocessor_config.json"
+    side = config.visual_config["visual_model"]["image_size"]
+    if not file.is_file():
+        return side, CLIP_MEAN, CLIP_STD
+    pp = json.loads(file.read_text())
+    crop = pp.get("crop_size", side)
+    side = crop.get("height", side) if isinstance(crop, dict) else int(crop)
+    return side, tuple(pp.get("image_mean", CLIP_MEAN)), tuple(pp.get("image_std", CLIP_STD))
