@@ -85,9 +85,11 @@ class _GenerateOverrides:
 
 def _work_dir_of_caller() -> Path | None:
     """`work_dir` of the calling `vlmeval.inference.infer_data`: where VLMEvalKit writes this model's files."""
-    for frame in inspect.stack()[2:]:
-        if frame.function == "infer_data" and "work_dir" in frame.frame.f_locals:
-            return Path(frame.frame.f_locals["work_dir"])
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "infer_data" and "work_dir" in frame.f_locals:
+            return Path(frame.f_locals["work_dir"])
+        frame = frame.f_back
     return None
 
 
@@ -139,6 +141,8 @@ class AdammsMixin:
             raise AdammsError("alpha=auto needs the dataset: set_dump_image got a function that is not a VLMEvalKit "
                               "dataset's bound dump_image; give a fixed alpha")
         name = dataset.dataset_name
+        if name not in self.session.records:
+            self._reuse_record(folder, name, len(dataset.data))
         searched = name in self.session.records
 
         def answer(todo):
@@ -150,6 +154,21 @@ class AdammsMixin:
                      rec["scores"], rec["subset_size"], rec["search_seconds"])
             self.session.write_records(folder)
         self.session.set_for(alpha)
+
+    def _reuse_record(self, folder: Path, name: str, size: int) -> None:
+        """A resumed run takes the α its earlier run chose for this dataset (same settings, same rows) from the
+        record, without searching: under torchrun a rank whose rows are all done never reaches set_dump_image,
+        and the others must not wait for it in the search's gather."""
+        import json
+        from adamms_eval.session import RECORD_NAME
+        try:
+            old = json.loads((folder / RECORD_NAME).read_text())
+        except (OSError, ValueError):
+            return
+        rec = old.get("tasks", {}).get(name) if old.get("run", {}).get("run_name") == self.session.run_name else None
+        if rec and rec.get("task_size") == size and "alpha" in rec:
+            self.session.records[name] = rec
+            log.info("adamms: %s: alpha=%s from the record of the earlier run (%s)", name, rec["alpha"], folder)
 
     def _prompt(self, dataset, row):
         """The prompt `vlmeval.inference.infer_data` builds for this row (its three-way choice, in its order)."""
