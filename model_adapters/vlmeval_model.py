@@ -85,11 +85,9 @@ class _GenerateOverrides:
 
 def _work_dir_of_caller() -> Path | None:
     """`work_dir` of the calling `vlmeval.inference.infer_data`: where VLMEvalKit writes this model's files."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_code.co_name == "infer_data" and "work_dir" in frame.f_locals:
-            return Path(frame.f_locals["work_dir"])
-        frame = frame.f_back
+    for frame in inspect.stack()[2:]:
+        if frame.function == "infer_data" and "work_dir" in frame.frame.f_locals:
+            return Path(frame.frame.f_locals["work_dir"])
     return None
 
 
