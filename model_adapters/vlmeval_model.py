@@ -85,9 +85,11 @@ class _GenerateOverrides:
 
 def _work_dir_of_caller() -> Path | None:
     """`work_dir` of the calling `vlmeval.inference.infer_data`: where VLMEvalKit writes this model's files."""
-    for frame in inspect.stack()[2:]:
-        if frame.function == "infer_data" and "work_dir" in frame.frame.f_locals:
-            return Path(frame.frame.f_locals["work_dir"])
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "infer_data" and "work_dir" in frame.f_locals:
+            return Path(frame.f_locals["work_dir"])
+        frame = frame.f_back
     return None
 
 
