@@ -65,3 +65,16 @@ def test_port_base_auto_search(zoo, env, tmp_path):
     r = json.loads((out / "adamms_search.json").read_text())["tasks"][BOTH[0]]
     assert r["generations"] == 16 and set(r["scores"]) == {"0.2", "0.4"}
     assert r["alpha"] == min(r["scored"], key=lambda a: (r["scores"][str(a)], a))
+
+
+def test_cogvlm_folder_without_tokenizer_takes_tokenizer_keyword(zoo, env, tmp_path):
+    import shutil
+    from adamms_eval.errors import AdammsError
+    from adamms_eval_adapters.vlmeval_model import AdammsVLM
+    bare = tmp_path / "cogvlm"
+    shutil.copytree(zoo["cogvlm"], bare, ignore=shutil.ignore_patterns("tokenizer*", "chat_template*"))
+    with pytest.raises(AdammsError, match="no tokenizer and none was given.*tokenizer=PATH"):
+        AdammsVLM(str(bare))
+    model = AdammsVLM(str(bare), tokenizer=str(zoo["llama_lm"]), max_new_tokens=3)
+    assert type(model).__name__ == "AdammsCogVlm" and model.tokenizer.bos_token_id == 1
+    assert model.kwargs["max_new_tokens"] == 3 and "tokenizer" not in model.kwargs
