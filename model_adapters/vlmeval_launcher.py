@@ -85,7 +85,7 @@ def prepare(ns, passthrough: list[str]) -> list[str]:
     from adamms_eval.session import MergeSession, parse_settings
 
     from . import vlmeval as registry
-    from .vlmeval_model import AdammsVLM, LOAD_KEYS, resolve_model_dir, wrapper_class
+    from .vlmeval_model import LOAD_KEYS, AdammsVLM, refuse_merge_settings, resolve_model_dir, wrapper_class
     if ns.base is None:
         if ns.other or any(getattr(ns, k) is not None for k in OURS) or ns.param or ns.model_arg:
             raise AdammsError("--other/--alpha/... need --base DIR (the model whose VLMEvalKit wrapper runs)")
@@ -105,6 +105,8 @@ def prepare(ns, passthrough: list[str]) -> list[str]:
         name = name or MergeSession(settings, cls.WRAPPER.__name__, harness="vlmeval",
                                     spell=_launcher_spell).run_name  # preflight
         options["other"] = other
+    else:
+        refuse_merge_settings(base, {k: v for k, v in options.items() if k not in LOAD_KEYS}, _launcher_spell)
     name = name or f"adamms_plain_{Path(base).name}"
     registry.register(name, base=base, spell=_launcher_spell, **options)
     assert registry.supported_VLM[name].func is AdammsVLM

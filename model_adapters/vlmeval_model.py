@@ -292,6 +292,16 @@ def wrapper_class(base: str):
     return WRAPPERS[model_type]
 
 
+def refuse_merge_settings(base, kwargs: dict, spell=lmms_spell) -> None:
+    """Without `other` nothing is merged: a merge setting there is a mistake, not something to ignore."""
+    from adamms_eval.methods import REGISTRY
+    from adamms_eval.session import SETTINGS
+    merge_only = sorted(k for k in kwargs if k in SETTINGS or any(k in m.params for m in REGISTRY.values()))
+    if merge_only:
+        raise AdammsError(f"{spell(merge_only[0], kwargs[merge_only[0]])} merges into the base: add "
+                          f"{spell('other', 'DIR')} (without it, {base} runs unmerged)")
+
+
 def AdammsVLM(base: str, other: str | None = None, use_vllm: bool = False, spell=lmms_spell, **kwargs):  # noqa: N802
     """The adamms model for the base's architecture (a VLMEvalKit model "class": `{"class": "AdammsVLM", ...}`).
 
@@ -307,6 +317,7 @@ def AdammsVLM(base: str, other: str | None = None, use_vllm: bool = False, spell
     cls = wrapper_class(base)
     load_kwargs = {k: kwargs.pop(k) for k in LOAD_KEYS if k in kwargs}
     if other is None:
+        refuse_merge_settings(base, kwargs, spell)
         return cls(base, None, load_kwargs, **kwargs)
     settings, wrapper_kwargs = parse_settings({"base": base, "other": other, **kwargs}, backend_params=cls.KWARGS,
                                               spell=spell, backend_label=f"VLMEvalKit's {cls.WRAPPER.__name__}")

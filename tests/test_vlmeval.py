@@ -185,7 +185,8 @@ def test_two_ranks_agree_on_alpha(zoo, env, tmp_path):
 
 
 # -- bad input: one line, exit code 2, nothing written -----------------------------------------------------
-@pytest.mark.parametrize("case", ["unknown", "builtin_offline", "judge", "missing_generated", "bad_setting"])
+@pytest.mark.parametrize("case", ["unknown", "builtin_offline", "judge", "missing_generated", "bad_setting",
+                                  "no_other"])
 def test_bad_input_is_one_line_and_writes_nothing(case, zoo, env, tmp_path, capsys, monkeypatch):
     pair = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--alpha", "0.3"]
     data, extra, expect = {
@@ -195,7 +196,10 @@ def test_bad_input_is_one_line_and_writes_nothing(case, zoo, env, tmp_path, caps
         "missing_generated": (["AdammsShapes_MCQ"], ["--judge", "exact_matching"], "make_vlmeval_datasets.py"),
         "bad_setting": (["AdammsShapes_YN"], ["--judge", "exact_matching", "--search-samples", "many"],
                         "--search-samples many"),
+        "no_other": (["AdammsShapes_YN"], ["--judge", "exact_matching"], "--alpha 0.3 merges into the base: add --other"),
     }[case]
+    if case == "no_other":
+        pair = pair[:2] + pair[4:]
     if case == "missing_generated":
         monkeypatch.setenv("LMUData", str(tmp_path / "empty"))
         (tmp_path / "empty").mkdir()
