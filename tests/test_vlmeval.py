@@ -196,7 +196,8 @@ def test_bad_input_is_one_line_and_writes_nothing(case, zoo, env, tmp_path, caps
         "missing_generated": (["AdammsShapes_MCQ"], ["--judge", "exact_matching"], "make_vlmeval_datasets.py"),
         "bad_setting": (["AdammsShapes_YN"], ["--judge", "exact_matching", "--search-samples", "many"],
                         "--search-samples many"),
-        "no_other": (["AdammsShapes_YN"], ["--judge", "exact_matching"], "--alpha 0.3 merges into the base: add --other"),
+        "no_other": (["AdammsShapes_YN"], ["--judge", "exact_matching"],
+                     "--alpha 0.3 merges into the base: add --other"),
     }[case]
     if case == "no_other":
         pair = pair[:2] + pair[4:]
