@@ -39,8 +39,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--base", help="base model directory (or hub id in the HF cache): its VLMEvalKit wrapper runs")
     ap.add_argument("--other", help="model merged into the base (omit: the plain base, no merge)")
     ap.add_argument("--name", help="VLMEvalKit model name (output folder); default: a name describing the merge")
+    from adamms_eval.session import SETTINGS
+    loading = {"dtype": "model dtype (auto: the checkpoint's)", "device_map": "transformers device_map "
+               "(default cuda if available, else cpu)", "attn_implementation": "e.g. sdpa, flash_attention_2"}
     for key in OURS:
-        ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None, help=argparse.SUPPRESS)
+        ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None, metavar="V",
+                        help=SETTINGS.get(key) or loading[key])
     ap.add_argument("--param", action="append", type=_key_value, default=[], metavar="K=V",
                     help="a merge-method parameter (density=0.5, weight=..., trim=global)")
     ap.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="K=V",
