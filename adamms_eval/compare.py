@@ -269,7 +269,7 @@ class Runner:
     def _base_model(self):
         if self.model is None:
             t0 = time.perf_counter()
-            from model_adapters.compare_model import ComparisonModel
+            from adamms_eval_adapters.compare_model import ComparisonModel
             backend = self._backend(self.p.backend, self.p.cfg["base"], self.p.cfg.get("backend_args"))
             self.model = ComparisonModel(backend, self.p.backend, self._device())
             self.timings["load_base"] = time.perf_counter() - t0

@@ -43,8 +43,8 @@ class Spec:
     eval_n: int = 64  # per skill, for the report
 
 
-SPECS = {"full": Spec(), "ci": Spec(hidden=64, layers=2, intermediate=128, vision=32, bpe_vocab=400, lm_docs=200,
-                                     lm_steps=60, lm_batch=32, ft_examples=150, ft_steps=70, ft_batch=16, eval_n=24)}
+SPECS = {"full": Spec(), "ci": Spec(hidden=64, layers=2, intermediate=128, vision=32, bpe_vocab=400, lm_docs=300,
+                                     lm_steps=200, lm_batch=32, ft_examples=200, ft_steps=400, ft_batch=16, eval_n=24)}
 
 
 def default_zoo_dir(size: str = "full", seed: int = 0) -> Path:
