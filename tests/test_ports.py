@@ -305,3 +305,41 @@ def test_half_precision_loads_and_agrees_with_fp32(zoo, ports, name, dtype):
         diff = (model(**half).logits - model32(**x).logits).abs().max().item()
         assert model.generate(**half, max_new_tokens=3, do_sample=False).shape[0] == 1
     assert diff < 0.05  # rounding only (fp32 logits are ~0.9 in magnitude)
+
+
+def test_mplug_vision_tower_is_a_clip_vit(ports):
+    """mPLUG-Owl2's ViT = transformers' CLIPVisionModel (pre-LN, QuickGELU) + post_layernorm on every token, once the
+    fused query_key_value rows (grouped per head as q, k, v) are split into q, k, v projections."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+    model, _ = ports["mplug_owl2"]
+    v = model.config.visual_config["visual_model"]
+    heads, h = v["num_attention_heads"], v["hidden_size"]
+    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=h, intermediate_size=v["intermediate_size"],
+                                            num_hidden_layers=v["num_hidden_layers"], num_attention_heads=heads,
+                                            image_size=v["image_size"], patch_size=v["patch_size"],
+                                            hidden_act="quick_gelu", layer_norm_eps=v["layer_norm_eps"])).eval()
+    sd = {k.removeprefix("model.vision_model."): t for k, t in model.state_dict().items()
+          if k.startswith("model.vision_model.")}
+    ref = {"embeddings.class_embedding": sd["embeddings.cls_token"].flatten(),
+           "embeddings.patch_embedding.weight": sd["embeddings.patch_embed.weight"],
+           "embeddings.position_embedding.weight": sd["embeddings.position_embedding"][0],
+           "pre_layrnorm.weight": sd["embeddings.pre_layernorm.weight"],
+           "pre_layrnorm.bias": sd["embeddings.pre_layernorm.bias"],
+           "post_layernorm.weight": sd["post_layernorm.weight"], "post_layernorm.bias": sd["post_layernorm.bias"]}
+    for i in range(v["num_hidden_layers"]):
+        p, q = f"encoder.layers.{i}.", f"encoder.layers.{i}."
+        for t in ("weight", "bias"):
+            fused = sd[f"{p}self_attn.query_key_value.{t}"].reshape(heads, 3, h // heads, *(() if t == "bias" else (h,)))
+            for j, x in enumerate("qkv"):
+                ref[f"{q}self_attn.{x}_proj.{t}"] = fused[:, j].reshape(h, *(() if t == "bias" else (h,)))
+            ref[f"{q}self_attn.out_proj.{t}"] = sd[f"{p}self_attn.dense.{t}"]
+            ref[f"{q}layer_norm1.{t}"] = sd[f"{p}input_layernorm.{t}"]
+            ref[f"{q}layer_norm2.{t}"] = sd[f"{p}post_attention_layernorm.{t}"]
+            ref[f"{q}mlp.fc1.{t}"], ref[f"{q}mlp.fc2.{t}"] = sd[f"{p}mlp.fc1.{t}"], sd[f"{p}mlp.fc2.{t}"]
+    tower = getattr(clip, "vision_model", clip)  # transformers 5 keeps CLIP's vision model flat
+    missing, unexpected = tower.load_state_dict(ref, strict=False)
+    assert not unexpected and all(k.endswith("position_ids") for k in missing)
+    pixels = process_images([image()], v["image_size"])
+    with torch.no_grad():
+        want = tower.post_layernorm(clip(pixel_values=pixels).last_hidden_state)
+        torch.testing.assert_close(model.model.vision_model(pixels), want, rtol=1e-5, atol=1e-5)
