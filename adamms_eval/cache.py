@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -156,9 +157,10 @@ class GenerationCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         identity_file = self.folder / "identity.json"
         if not identity_file.exists():  # for people reading the folder; written atomically (ranks race here)
-            tmp = self.folder / f".identity.json.{os.getpid()}"
-            tmp.write_text(json.dumps(identity, indent=2, default=str))
-            tmp.replace(identity_file)
+            fd, tmp = tempfile.mkstemp(prefix=".identity.", dir=self.folder)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(identity, indent=2, default=str))
+            os.replace(tmp, identity_file)
         self.entries: dict[tuple[str, str], str] = {}
         self.dropped: dict[str, int] = {}  # file name -> torn or corrupt lines skipped
         self.unreadable: list[str] = []

@@ -197,7 +197,7 @@ def test_search_appends_per_batch_and_resumes_after_a_crash(tmp_path):
 
 def _two_ranks(cache_dir):
     """Two ranks in threads; gather is an all-gather over a barrier, as torch.distributed's would be."""
-    barrier, slots, results, harnesses = threading.Barrier(2), [None, None], [None, None], []
+    barrier, slots, results, harnesses = threading.Barrier(2, timeout=60), [None, None], [None, None], []
 
     def gather_for(rank):
         def gather(obj):
