@@ -231,6 +231,7 @@ class Runner:
         self.done = p.out / "done"
         self.done.mkdir(parents=True, exist_ok=True)
         self.model = None  # the ComparisonModel around the once-loaded base
+        self.other = None  # the other model's own backend, while the `other` row runs
         self.attached: dict[str, object] = {}  # method key -> attached MergeSession (linear kept, others replaced)
         self.timings: dict[str, float] = {}
         self.identity = {k: p.cfg.get(k) for k in ("base", "other", "pretrained", "limit", "backend_args", "search")}
@@ -360,10 +361,10 @@ class Runner:
         if hit:
             return hit["score"]
         t0 = time.perf_counter()
-        backend = self._backend(self.p.other_backend, self.p.cfg["other"], self.p.cfg.get("other_backend_args"))
-        score = self._evaluate(backend, task, self.p.out)
-        del backend
-        gc.collect()
+        if self.other is None:  # loaded once for the row's tasks, freed after them (run())
+            self.other = self._backend(self.p.other_backend, self.p.cfg["other"], self.p.cfg.get("other_backend_args"))
+            self.timings["load_other"] = time.perf_counter() - t0
+        score = self._evaluate(self.other, task, self.p.out)
         self._store(f, {"score": score, "seconds": time.perf_counter() - t0})
         return score
 
@@ -402,6 +403,9 @@ class Runner:
                         chosen.setdefault(row.name, {})[task] = a
                         scores[row.name][task] = s
                 self.timings[f"{row.name}/{task}"] = time.perf_counter() - t0
+            if self.other is not None:
+                self.other = None
+                gc.collect()
         self.timings["total"] = time.perf_counter() - t_start
         return self._write(scores, chosen, sweeps, subset, coef)
 
