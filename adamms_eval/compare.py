@@ -117,6 +117,14 @@ def _method_key(row: Row) -> str:
     return digest([row.method, sorted(row.params.items())])
 
 
+LINEAR_KEY = _method_key(Row("linear", method="linear"))  # always planned: it restores the base between methods
+
+
+def torch_no_grad():
+    import torch
+    return torch.no_grad()
+
+
 def _parse_rows(raw) -> list[Row]:
     rows, names = [], set()
     for i, r in enumerate(raw if raw is not None else DEFAULT_ROWS):
@@ -208,6 +216,9 @@ def plan(config_path: str | Path) -> Plan:
                 sessions[mk] = (settings, MergeSession(settings, backend, HARNESS))  # preflight plan: headers only
             except AdammsError as e:
                 _fail(f"row {row.name!r}: {e}")
+    if LINEAR_KEY not in sessions:
+        settings, _ = parse_settings(_method_options(cfg, "linear", {}))
+        sessions[LINEAR_KEY] = (settings, MergeSession(settings, choose_backend(HARNESS, cfg["base"], None), HARNESS))
     from lmms_eval.tasks import TaskManager
     tm = TaskManager("WARNING", include_path=includes or None)
     names = [cfg["tasks"]] if isinstance(cfg["tasks"], str) else list(cfg["tasks"])
@@ -233,6 +244,8 @@ class Runner:
         self.model = None  # the ComparisonModel around the once-loaded base
         self.other = None  # the other model's own backend, while the `other` row runs
         self.attached: dict[str, object] = {}  # method key -> attached MergeSession (linear kept, others replaced)
+        self.active: str | None = None  # the method whose point the weights are at
+        self.saved: dict = {}  # base values of tensors the active method maps and the linear path does not
         self.timings: dict[str, float] = {}
         self.identity = {k: p.cfg.get(k) for k in ("base", "other", "pretrained", "limit", "backend_args", "search")}
 
@@ -276,28 +289,42 @@ class Runner:
             self.timings["load_base"] = time.perf_counter() - t0
         return self.model
 
-    def _session(self, row: Row):
-        """The attached session of the row's method; the weights go back to the base before another is built."""
-        mk = _method_key(row)
+    def _attach(self, mk: str, label: str):
         model = self._base_model()
-        if mk not in self.attached:
-            linear = self._linear()
-            for k in [k for k in self.attached if k != linear]:
-                del self.attached[k]  # drop the other task-vector paths before building new ones
-            gc.collect()
-            if linear in self.attached:
-                self.attached[linear].set_for(0.0)  # the base, bit for bit (A of the linear path is the base)
-            settings, session = self.p.sessions[mk]
-            t0 = time.perf_counter()
-            session.attach(model.backend.model, rank=model.rank, backend_args=self.p.cfg.get("backend_args") or {},
-                           code_files=[str(Path(__file__))])
-            self.timings[f"attach_{row.method}"] = time.perf_counter() - t0
-            self.attached[mk] = session
+        session = self.p.sessions[mk][1]
+        t0 = time.perf_counter()
+        session.attach(model.backend.model, rank=model.rank, backend_args=self.p.cfg.get("backend_args") or {},
+                       code_files=[str(Path(__file__))])
+        self.timings[f"attach_{label}"] = time.perf_counter() - t0
+        self.attached[mk] = session
+        return session
+
+    def _session(self, row: Row):
+        """The attached session of the row's method. The linear LazyMerge is built first, on the base, and kept:
+        its α=0 is the base bit for bit, so switching methods returns there before the next method's paths are
+        built (a task-vector path's λ=0 is θ0, not the base); tensors only another method maps are saved first."""
+        mk, lin = _method_key(row), LINEAR_KEY
+        model = self._base_model()
+        if lin not in self.attached:
+            self._attach(lin, "linear")
+        if self.active != mk:
+            if self.active not in (None, lin):
+                current = self.attached[self.active].merged.model.state_dict(keep_vars=True)
+                with torch_no_grad():
+                    for k, saved in self.saved.items():
+                        current[k].data.copy_(saved)
+                self.saved = {}
+                del self.attached[self.active]
+                gc.collect()
+            self.attached[lin].merged.set(0.0)
+            if mk != lin:
+                session = self._attach(mk, row.method)
+                extra = set(session.merged.paths) - set(self.attached[lin].merged.paths)
+                state = session.merged.model.state_dict()
+                self.saved = {k: state[k].detach().clone() for k in extra}
+            self.active = mk
         model.session, model.merged = self.attached[mk], self.attached[mk].merged
         return self.attached[mk]
-
-    def _linear(self) -> str | None:
-        return next((k for k, (s, _) in self.p.sessions.items() if s.method == "linear" and not s.params), None)
 
     def _evaluate(self, model, task: str, out_dir: Path) -> float:
         from lmms_eval.evaluator import simple_evaluate
@@ -347,15 +374,7 @@ class Runner:
 
     def original(self, row: Row, task: str) -> float:
         if row.original == "base":
-            lin = self._linear()
-            if lin is None:  # no linear row: score the backend before any merge moves it
-                if self.attached:
-                    _fail("the base row needs a linear row in the same run to restore the base weights")
-                model = self._base_model()
-                model.session = None
-                model.forced = None
-                return self._evaluate(model.backend, task, self.p.out)
-            return self.point(Row("linear", method="linear"), task, 0.0)
+            return self.point(Row("linear", method="linear"), task, 0.0)  # linear α=0 is the base bit for bit
         f = self._file("other", task)
         hit = self._stored(f)
         if hit:

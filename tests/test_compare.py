@@ -90,3 +90,19 @@ def test_end_to_end_resume_and_new_row(tmp_path, zoo, task_data, monkeypatch):
     compare.run_compare(_config(tmp_path, zoo, rows + [{"name": "TA", "method": "paper_task_arithmetic"}]),
                         log=lambda *_: None)
     assert calls == ["adamms_zoo_colour"]  # only the new row was evaluated
+
+
+def test_switching_methods_returns_to_the_base_bit_for_bit(tmp_path, zoo, task_data):
+    import torch
+    rows = [{"name": "TA", "method": "paper_task_arithmetic", "coefficient": 1.0},
+            {"name": "TIES", "method": "paper_ties", "coefficient": 1.0},
+            {"name": "lin", "method": "linear", "coefficient": 0.3}]
+    p = compare.plan(_config(tmp_path, zoo, rows))
+    runner = compare.Runner(p, log=lambda *_: None)
+    model = runner._base_model().backend.model
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for row in p.rows:
+        runner._session(row).set_for(1.0 if row.method != "linear" else 0.3)
+        assert any(not torch.equal(base[k], v) for k, v in model.state_dict().items())  # the weights moved
+    runner._session(compare.Row("base", method="linear")).set_for(0.0)
+    assert all(torch.equal(base[k], v) for k, v in model.state_dict().items())
