@@ -337,11 +337,13 @@ class MergeSession:
     def auto(self) -> bool:
         return self.settings.auto
 
-    def attach(self, model, rank: int = 0, base_tokenizer=None, backend_args: dict | None = None, code_files=()):
+    def attach(self, model, rank: int = 0, base_tokenizer=None, backend_args: dict | None = None, code_files=(),
+               batch_size: int | None = None):
         """Build the LazyMerge over the loaded base model (and the search); a fixed α is set at once.
 
         backend_args (everything passed to the backend) and code_files (the harness wrapper's sources) are part
-        of the cache identity: a change to either never reuses old answers."""
+        of the cache identity: a change to either never reuses old answers. batch_size: how many search inputs
+        the harness answers at once (the backend's batch size); each batch is cached as soon as it is answered."""
         from .autosearch import CoefficientSearch
         from .lazy import LazyMerge
         s = self.settings
@@ -353,7 +355,8 @@ class MergeSession:
             self.merged.set(s.alpha)
         self.search = CoefficientSearch(self.merged, s.alphas, s.search_samples, s.search_seed, s.metric,
                                         s.embedding_model, s.cache_dir or default_cache_dir(),
-                                        self._identity(backend_args, code_files), progress=rank == 0)
+                                        self._identity(backend_args, code_files), progress=rank == 0,
+                                        **({"batch_size": int(batch_size)} if batch_size else {}))
         return self.merged
 
     def _identity(self, backend_args, code_files) -> dict:

@@ -111,7 +111,8 @@ class Adamms(lmms):
         self.backend.task_dict = self.task_dict  # the evaluator fills ours; share the same dict
         self.merged = self.session.attach(
             self.backend.model, rank=self.rank, code_files=[__file__, str(Path(__file__).with_name("loglikelihood.py"))],
-            backend_args={**backend_kwargs, "device": device, "batch_size": batch_size})
+            backend_args={**backend_kwargs, "device": device, "batch_size": batch_size},
+            batch_size=int(batch_size) if str(batch_size).isdigit() else None)  # search answers cached per batch
         self._output_dir: Path | None = None
         self._device = torch.device(device)
 
