@@ -382,6 +382,7 @@ class Runner:
         t0 = time.perf_counter()
         if self.other is None:  # loaded once for the row's tasks, freed after them (run())
             self.other = self._backend(self.p.other_backend, self.p.cfg["other"], self.p.cfg.get("other_backend_args"))
+            self.other.clean = lambda: None  # lmms-eval's clean() drops the model after each evaluate()
             self.timings["load_other"] = time.perf_counter() - t0
         score = self._evaluate(self.other, task, self.p.out)
         self._store(f, {"score": score, "seconds": time.perf_counter() - t0})

@@ -9,18 +9,23 @@ import yaml
 from adamms_eval import compare
 from adamms_eval.errors import AdammsError
 
-TASKS = str(Path(__file__).resolve().parents[1] / "tasks")
+REPO_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "adamms_zoo"
 
 
 @pytest.fixture(scope="module")
-def task_data():
+def task_data(tmp_path_factory):
+    """A copy of the zoo tasks with 12 questions per skill (the repo's own data folder is left alone)."""
+    import shutil
     from adamms_eval.zoo.tasks import write_task_data
-    write_task_data(n=12)
+    root = tmp_path_factory.mktemp("tasks")
+    shutil.copytree(REPO_TASKS, root / "adamms_zoo", ignore=shutil.ignore_patterns("data", "__pycache__"))
+    write_task_data(root / "adamms_zoo" / "data", n=12)
+    return str(root)
 
 
-def _config(tmp_path, zoo, rows, **over):
+def _config(tmp_path, zoo, rows, tasks_root, **over):
     cfg = {"base": str(zoo["qwen2_vl"]), "other": str(zoo["llava_ov_hf"]), "pretrained": str(zoo["qwen2_lm"]),
-           "tasks": ["adamms_zoo_colour"], "include_path": [TASKS], "limit": 4, "output": str(tmp_path / "out"),
+           "tasks": ["adamms_zoo_colour"], "include_path": [tasks_root], "limit": 4, "output": str(tmp_path / "out"),
            "cache_dir": str(tmp_path / "cache"), "search": {"alphas": "0:0.4:0.2", "search_samples": 4},
            "rows": rows, **over}
     path = tmp_path / "c.yaml"
@@ -47,7 +52,7 @@ def no_model_loads(monkeypatch):
 ])
 def test_bad_config_fails_before_loading(tmp_path, zoo, task_data, no_model_loads, rows, over, message):
     with pytest.raises(AdammsError) as e:
-        compare.run_compare(_config(tmp_path, zoo, rows, **over), log=lambda *_: None)
+        compare.run_compare(_config(tmp_path, zoo, rows, task_data, **over), log=lambda *_: None)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -55,9 +60,9 @@ def test_oracle_needs_labels(tmp_path, zoo, task_data, no_model_loads):
     folder = tmp_path / "tasks"
     folder.mkdir()
     (folder / "nolabel.yaml").write_text(
-        f"include: {TASKS}/adamms_zoo/_default_template.yaml\ntask: zoo_nolabel\ndoc_to_target: null\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {TASKS}/adamms_zoo/data/colour.parquet\n")
-    path = _config(tmp_path, zoo, [{"name": "o", "method": "linear", "coefficient": "oracle"}],
+        f"include: {task_data}/adamms_zoo/_default_template.yaml\ntask: zoo_nolabel\ndoc_to_target: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {task_data}/adamms_zoo/data/colour.parquet\n")
+    path = _config(tmp_path, zoo, [{"name": "o", "method": "linear", "coefficient": "oracle"}], task_data,
                    tasks=["zoo_nolabel"], include_path=[str(folder)])
     with pytest.raises(AdammsError, match="no labels"):
         compare.run_compare(path, log=lambda *_: None)
@@ -68,7 +73,8 @@ def test_end_to_end_resume_and_new_row(tmp_path, zoo, task_data, monkeypatch):
             {"name": "linear 0.2", "method": "linear", "coefficient": 0.2},
             {"name": "AdaMMS", "method": "linear", "coefficient": "auto"},
             {"name": "Oracle", "method": "linear", "coefficient": "oracle"}]
-    data = compare.run_compare(_config(tmp_path, zoo, rows), log=lambda *_: None)
+    two = ["adamms_zoo_colour", "adamms_zoo_size"]  # the other row's backend serves two evaluate() calls
+    data = compare.run_compare(_config(tmp_path, zoo, rows, task_data, tasks=two), log=lambda *_: None)
     out = tmp_path / "out"
     for name in ("comparison.md", "comparison.csv", "comparison.json", "table4.md", "table8.md",
                  "figures/AdaMMS_adamms_zoo_colour.png"):
@@ -85,11 +91,11 @@ def test_end_to_end_resume_and_new_row(tmp_path, zoo, task_data, monkeypatch):
     calls = []
     real = compare.Runner._evaluate
     monkeypatch.setattr(compare.Runner, "_evaluate", lambda self, m, t, o: calls.append(t) or real(self, m, t, o))
-    again = compare.run_compare(_config(tmp_path, zoo, rows), log=lambda *_: None)
+    again = compare.run_compare(_config(tmp_path, zoo, rows, task_data, tasks=two), log=lambda *_: None)
     assert calls == [] and again["scores"] == data["scores"]  # everything came from the stored results
-    compare.run_compare(_config(tmp_path, zoo, rows + [{"name": "TA", "method": "paper_task_arithmetic"}]),
-                        log=lambda *_: None)
-    assert calls == ["adamms_zoo_colour"]  # only the new row was evaluated
+    compare.run_compare(_config(tmp_path, zoo, rows + [{"name": "TA", "method": "paper_task_arithmetic"}], task_data,
+                                tasks=two), log=lambda *_: None)
+    assert calls == two  # only the new row was evaluated
 
 
 def test_switching_methods_returns_to_the_base_bit_for_bit(tmp_path, zoo, task_data):
@@ -97,7 +103,7 @@ def test_switching_methods_returns_to_the_base_bit_for_bit(tmp_path, zoo, task_d
     rows = [{"name": "TA", "method": "paper_task_arithmetic", "coefficient": 1.0},
             {"name": "TIES", "method": "paper_ties", "coefficient": 1.0},
             {"name": "lin", "method": "linear", "coefficient": 0.3}]
-    p = compare.plan(_config(tmp_path, zoo, rows))
+    p = compare.plan(_config(tmp_path, zoo, rows, task_data))
     runner = compare.Runner(p, log=lambda *_: None)
     model = runner._base_model().backend.model
     base = {k: v.detach().clone() for k, v in model.state_dict().items()}
