@@ -16,6 +16,7 @@ Config (YAML):
 """
 from __future__ import annotations
 
+import difflib
 import gc
 import json
 import os
@@ -163,7 +164,7 @@ def _leaf_tasks(tm, names: list[str]) -> list[str]:
     out = []
     for n in names:
         if n not in tm.all_tasks:
-            close = __import__("difflib").get_close_matches(n, tm.all_tasks, 1)
+            close = difflib.get_close_matches(n, tm.all_tasks, 1)
             _fail(f"task {n!r} is not known to lmms-eval{' (did you mean ' + close[0] + '?)' if close else ''}; "
                   "check the name or add its folder to include_path")
         if n in tm.all_groups:

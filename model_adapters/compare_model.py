@@ -12,7 +12,7 @@ from .lmms_eval_model import Adamms
 
 
 class ComparisonModel(Adamms):
-    def __init__(self, backend, backend_name: str, device: str):  # noqa: super().__init__ would load a model
+    def __init__(self, backend, backend_name: str, device: str):  # not super().__init__: that loads a model
         lmms.__init__(self)
         self.backend, self.backend_name = backend, backend_name
         self.backend.task_dict = self.task_dict
