@@ -4,11 +4,15 @@
 when no `.env` file of API keys sits beside the package; that one record says nothing about the user's
 run, so it is dropped. VLMEvalKit also turns off TLS certificate checks process-wide at import
 (`ssl._create_default_https_context`) for its own downloads; we leave that as it is, because undoing it
-would change how VLMEvalKit downloads datasets.
+would change how VLMEvalKit downloads datasets. `vlmeval.vlm` also calls `torch.set_grad_enabled(False)` at
+import, which silently breaks any training later in the same process; the caller's grad mode is restored
+(VLMEvalKit's wrappers generate under `generate()`'s own no_grad).
 """
 from __future__ import annotations
 
 import logging
+
+import torch
 
 from adamms_eval.errors import AdammsError
 
@@ -23,6 +27,7 @@ def vlmeval_modules():
     root = logging.getLogger()
     quiet = _DropMissingEnvFile()
     root.addFilter(quiet)
+    grad = torch.is_grad_enabled()
     try:
         import vlmeval
         import vlmeval.config  # noqa: F401
@@ -33,4 +38,5 @@ def vlmeval_modules():
                           "(ms-vlmeval>=0.0.20)") from None
     finally:
         root.removeFilter(quiet)
+        torch.set_grad_enabled(grad)
     return vlmeval

@@ -13,10 +13,14 @@ import copy
 
 import torch
 from PIL import Image
-from vlmeval.dataset import DATASET_TYPE
-from vlmeval.smp import get_rank_and_world_size
-from vlmeval.vlm.cogvlm import CogVlm
-from vlmeval.vlm.mplug_owl2 import mPLUG_Owl2
+
+from .vlmeval_import import vlmeval_modules
+
+vlmeval_modules()  # quietly, keeping the caller's grad mode
+from vlmeval.dataset import DATASET_TYPE  # noqa: E402
+from vlmeval.smp import get_rank_and_world_size  # noqa: E402
+from vlmeval.vlm.cogvlm import CogVlm  # noqa: E402
+from vlmeval.vlm.mplug_owl2 import mPLUG_Owl2  # noqa: E402
 
 from adamms_eval.ports import CogVLMForCausalLM, MPLUGOwl2LlamaForCausalLM
 from adamms_eval.ports.common import load_tokenizer

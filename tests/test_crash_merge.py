@@ -79,8 +79,10 @@ def start_stopped(tmp_path, args, stop_at, mode="before"):
     script = tmp_path / "stopper.py"
     script.write_text(STOPPER)
     env = {**os.environ, "STOP_AT": str(stop_at), "MODE": mode, "HF_HUB_OFFLINE": "1"}
+    # SIG_DFL: a test run started in the background inherits SIGINT ignored, which Python (and so the merge) keeps
     p = subprocess.Popen([sys.executable, str(script), *map(str, args)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _, status = os.waitpid(p.pid, os.WUNTRACED)
     assert os.WIFSTOPPED(status), p.communicate()
     return p
@@ -157,6 +159,14 @@ def small_args(zoo, tmp_path):
     out = tmp_path / "m"
     return out, ["merge", "--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--out", out,
                  "--max-shard-size", "100KB", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """KeyboardInterrupt on SIGINT, as in an interactive shell, even when pytest inherited SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def interrupt_at(monkeypatch, call, action):
