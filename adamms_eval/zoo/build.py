@@ -22,7 +22,7 @@ from adamms_eval.errors import AdammsError
 
 from . import world
 
-VERSION = 1  # bump when the world or the training changes: the cache folder name includes it
+VERSION = 2  # bump when the world or the training changes: the cache folder name includes it
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Spec:
     lm_steps: int = 300
     lm_batch: int = 48
     ft_examples: int = 600  # per skill
-    ft_steps: int = 700
+    ft_steps: int = 1100
     ft_batch: int = 24
     lr: float = 3e-3
     lm_lr: float = 1e-3
