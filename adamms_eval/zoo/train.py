@@ -51,6 +51,7 @@ def pretrain_lm(model, tokenizer, docs: list[str], steps: int, batch: int, lr: f
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model.train()
     loss = None
+    torch.set_grad_enabled(True)  # another library may have turned autograd off process-wide
     for _ in tqdm(range(steps), desc=desc, leave=False):
         texts = [d for d in rng.sample(docs, batch)]
         enc = tokenizer(texts, padding=True, return_tensors="pt")
@@ -111,6 +112,7 @@ def finetune(kind: str, model, processor, skills, n_per_skill: int, steps: int, 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, [vision, lambda s: 0.0 if s < align else vision(s)])
     model.train()
     loss = None
+    torch.set_grad_enabled(True)  # another library may have turned autograd off process-wide
     for _ in tqdm(range(steps), desc=desc, leave=False):
         loss = model(**collate(rng.sample(data, batch), pad)).loss
         loss.backward()
