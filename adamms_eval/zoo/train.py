@@ -51,16 +51,16 @@ def pretrain_lm(model, tokenizer, docs: list[str], steps: int, batch: int, lr: f
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model.train()
     loss = None
-    torch.set_grad_enabled(True)  # another library may have turned autograd off process-wide
-    for _ in tqdm(range(steps), desc=desc, leave=False):
-        texts = [d for d in rng.sample(docs, batch)]
-        enc = tokenizer(texts, padding=True, return_tensors="pt")
-        ids = torch.cat([torch.full((batch, 1), eos), enc.input_ids], 1)
-        mask = torch.cat([torch.ones(batch, 1, dtype=torch.long), enc.attention_mask], 1)
-        labels = ids.masked_fill(mask == 0, -100)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+    with torch.enable_grad():  # another library may have turned autograd off process-wide
+        for _ in tqdm(range(steps), desc=desc, leave=False):
+            texts = [d for d in rng.sample(docs, batch)]
+            enc = tokenizer(texts, padding=True, return_tensors="pt")
+            ids = torch.cat([torch.full((batch, 1), eos), enc.input_ids], 1)
+            mask = torch.cat([torch.ones(batch, 1, dtype=torch.long), enc.attention_mask], 1)
+            labels = ids.masked_fill(mask == 0, -100)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
     model.eval()
     return {"steps": steps, "final_loss": round(float(loss.detach()), 4), "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -112,12 +112,12 @@ def finetune(kind: str, model, processor, skills, n_per_skill: int, steps: int, 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, [vision, lambda s: 0.0 if s < align else vision(s)])
     model.train()
     loss = None
-    torch.set_grad_enabled(True)  # another library may have turned autograd off process-wide
-    for _ in tqdm(range(steps), desc=desc, leave=False):
-        loss = model(**collate(rng.sample(data, batch), pad)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+    with torch.enable_grad():  # another library may have turned autograd off process-wide
+        for _ in tqdm(range(steps), desc=desc, leave=False):
+            loss = model(**collate(rng.sample(data, batch), pad)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
     model.eval()
     return {"skills": list(skills), "examples": len(data), "steps": steps, "align_steps": align, "batch": batch,
             "final_loss": round(float(loss.detach()), 4), "encode_seconds": round(t_encode, 1),
