@@ -6,6 +6,11 @@ to bring the weights back to the base bit for bit). The `other` row runs in its 
 what is missing. Outputs: comparison.md / .csv / .json, table4.md (chosen vs oracle α), table8.md (α chosen on the
 labeled search subset), figures/<row>_<task>.png (D and the task score against α).
 
+Under `torchrun` / `accelerate launch` every rank loads the base and lmms-eval shards each task's documents over
+the ranks (the search too: each rank answers its share of the subset, all agree on α). Rank 0 alone reads and
+writes OUTPUT (done/, tables, figures) and hands every skip decision and score to the others, so all ranks take
+the same path through the rows and meet in the same collectives.
+
 Config (YAML):
     base: DIR            other: DIR         pretrained: DIR (θ0; task-vector methods)
     tasks: [lmms-eval task or group names]  include_path: [folders]   limit: null
@@ -67,6 +72,41 @@ class Row:
 
 def _fail(msg: str):
     raise AdammsError(msg)
+
+
+# -- ranks ---------------------------------------------------------------------------------------------------
+def start_distributed() -> bool:
+    """Join the launcher's process group (torchrun / accelerate launch set WORLD_SIZE), as lmms-eval's CLI does:
+    through accelerate, so the backend's Accelerator() finds the same state (gloo on CPU, NCCL on GPUs).
+    True when this call created the group (the caller then ends it)."""
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return False
+    import datetime
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+    Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(hours=24))])
+    return dist.is_initialized()
+
+
+def _group():
+    import torch.distributed as dist
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def rank() -> int:
+    g = _group()
+    return g.get_rank() if g else 0
+
+
+def from_rank0(obj):
+    """Rank 0's `obj` on every rank (every rank must call this at the same point)."""
+    g = _group()
+    if g is None:
+        return obj
+    box = [obj if g.get_rank() == 0 else None]
+    g.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _load_yaml(path: Path) -> dict:
@@ -241,7 +281,9 @@ class Runner:
     def __init__(self, p: Plan, log=print):
         self.p, self.log = p, log
         self.done = p.out / "done"
-        self.done.mkdir(parents=True, exist_ok=True)
+        self.main = rank() == 0  # the one rank that reads and writes OUTPUT
+        if self.main:
+            self.done.mkdir(parents=True, exist_ok=True)
         self.model = None  # the ComparisonModel around the once-loaded base
         self.other = None  # the other model's own backend, while the `other` row runs
         self.attached: dict[str, object] = {}  # method key -> attached MergeSession (linear kept, others replaced)
@@ -262,7 +304,13 @@ class Runner:
         except (OSError, ValueError):
             return None
 
+    def _lookup(self, f: Path):
+        """A stored result as rank 0 reads it, on every rank: all ranks skip or compute together."""
+        return from_rank0(self._stored(f) if self.main else None)
+
     def _store(self, f: Path, data: dict) -> None:
+        if not self.main:
+            return
         from .search import write_json_atomic
         f.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(f, {**data, "identity": digest(self.identity)})
@@ -329,20 +377,29 @@ class Runner:
 
     def _evaluate(self, model, task: str, out_dir: Path) -> float:
         from lmms_eval.evaluator import simple_evaluate
+        # as lmms-eval's CLI: its torchrun path when a process group is up (gloo or NCCL collectives)
         res = simple_evaluate(model=model, tasks=[task], task_manager=self.p.task_manager, limit=self.p.cfg.get("limit"),
-                              log_samples=False, verbosity="WARNING", batch_size=int(self.p.cfg.get("batch_size", 1)))
-        if not res or task not in res.get("results", {}):
-            _fail(f"lmms-eval returned no result for {task}; see its log above")
-        vals = res["results"][task]
-        key = next((k for k in vals if k.split(",")[0] == self.p.metrics[task]), None) or \
-            next(k for k in vals if "," in k and "stderr" not in k)
-        return 100.0 * float(vals[key])
+                              log_samples=False, verbosity="WARNING", batch_size=int(self.p.cfg.get("batch_size", 1)),
+                              distributed_executor_backend="torchrun" if _group() else "accelerate")
+        score = error = None
+        if self.main:  # lmms-eval gathers the results on rank 0; the other ranks get None
+            if not res or task not in res.get("results", {}):
+                error = f"lmms-eval returned no result for {task}; see its log above"
+            else:
+                vals = res["results"][task]
+                key = next((k for k in vals if k.split(",")[0] == self.p.metrics[task]), None) or \
+                    next(k for k in vals if "," in k and "stderr" not in k)
+                score = 100.0 * float(vals[key])
+        score, error = from_rank0((score, error))
+        if error:
+            _fail(error)
+        return score
 
     # -- rows -----------------------------------------------------------------------------------------------
     def point(self, row: Row, task: str, alpha: float) -> float:
         """The full task's score at a fixed coefficient of the row's method (stored per method, task and α)."""
         f = self._file("sweep", _method_key(row), task, f"{alpha:g}")
-        hit = self._stored(f)
+        hit = self._lookup(f)
         if hit:
             return hit["score"]
         session = self._session(row)
@@ -357,7 +414,7 @@ class Runner:
     def search(self, row: Row, task: str) -> dict:
         """The unlabeled search of the row's method on `task` (its record: D per candidate, subset scores)."""
         f = self._file("search", _method_key(row), task)
-        hit = self._stored(f)
+        hit = self._lookup(f)
         if hit:
             return hit["record"]
         session = self._session(row)
@@ -366,7 +423,7 @@ class Runner:
         session.records.pop(task, None)
         t0 = time.perf_counter()
         score = self._evaluate(model, task, self.p.out)
-        record = dict(session.records[task])
+        record = from_rank0(dict(session.records[task]))  # the same on every rank (gathered); rank 0's timing
         self._store(f, {"record": record, "score": score, "seconds": time.perf_counter() - t0})
         self._store(self._file("sweep", _method_key(row), task, f"{record['alpha']:g}"),
                     {"method": row.method, "params": row.params, "task": task, "alpha": record["alpha"],
@@ -377,7 +434,7 @@ class Runner:
         if row.original == "base":
             return self.point(Row("linear", method="linear"), task, 0.0)  # linear α=0 is the base bit for bit
         f = self._file("other", task)
-        hit = self._stored(f)
+        hit = self._lookup(f)
         if hit:
             return hit["score"]
         t0 = time.perf_counter()
@@ -402,7 +459,7 @@ class Runner:
             scores[row.name] = {}
             if row.method:
                 coef[row.name] = p.sessions[_method_key(row)][0].coefficient
-            for task in tqdm(p.tasks, desc=row.name, leave=False):
+            for task in tqdm(p.tasks, desc=row.name, leave=False, disable=not self.main):
                 t0 = time.perf_counter()
                 if row.original:
                     scores[row.name][task] = self.original(row, task)
@@ -461,6 +518,8 @@ class Runner:
                 t8[r.name][task] = {"unlabeled": rec["alpha"], "unlabeled_score": sw[task][rec["alpha"]],
                                     "supervised": a, "supervised_score": self.point(r, task, a),
                                     "n": rec.get("subset_size")}
+        if not self.main:  # every rank took part in the evaluations above; rank 0 alone writes
+            return from_rank0(None)
         figures = self._figures(subset, sweeps, coef)
         import lmms_eval
         import torch
@@ -491,7 +550,7 @@ class Runner:
             tmp = p.out / f".{name}.tmp"
             tmp.write_text(text)
             os.replace(tmp, p.out / name)
-        return data
+        return from_rank0(data)
 
     def _figures(self, subset, sweeps, coef) -> dict:
         """Per auto row and task: D (unlabeled) and the full task score against the coefficient (paper Figure 2)."""
@@ -536,12 +595,24 @@ def summary(data: dict) -> str:
 
 
 def run_compare(config_path, log=print) -> dict:
-    p = plan(config_path)  # everything that can fail without a model fails here
-    log(f"adamms compare: {len(p.rows)} rows × {len(p.tasks)} tasks -> {p.out}")
-    data = Runner(p, log).run()
-    log(summary(data))
-    log(f"wrote {p.out}/comparison.md, comparison.csv, comparison.json, table4.md, table8.md, figures/")
-    return data
+    p = plan(config_path)  # everything that can fail without a model fails here (on every rank alike)
+    started = start_distributed()
+    try:
+        if rank() != 0:
+            log = _quiet
+        log(f"adamms compare: {len(p.rows)} rows × {len(p.tasks)} tasks -> {p.out}")
+        data = Runner(p, log).run()
+        log(summary(data))
+        log(f"wrote {p.out}/comparison.md, comparison.csv, comparison.json, table4.md, table8.md, figures/")
+        return data
+    finally:
+        if started:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+
+
+def _quiet(*_):
+    pass
 
 
 def cmd_compare(a) -> None:
