@@ -56,12 +56,31 @@ def tasks_dir(tmp_path_factory):
     return d
 
 
-def _config(folder: Path, zoo, tasks_dir) -> Path:
+@pytest.fixture(scope="module")
+def llava_b(zoo, tmp_path_factory):
+    """A second LLaVA-OneVision (the tiny one, perturbed): an `other` that lmms-eval's llava_hf backend serves,
+    which runs data parallel on CPU (see _config)."""
+    import torch
+    from transformers import LlavaOnevisionForConditionalGeneration
+    src, dst = zoo["llava_ov_hf"], tmp_path_factory.mktemp("llava_b")
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(src)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(dst)
+    for f in src.iterdir():  # tokenizer, processor, chat template
+        if f.is_file() and not (dst / f.name).exists():
+            shutil.copy(f, dst / f.name)
+    return dst
+
+
+def _config(folder: Path, zoo, tasks_dir, other=None, task=TASK, rows=ROWS) -> Path:
     # llava_hf as the base backend: lmms-eval's qwen2_vl wrapper puts every rank on cuda:<rank>, so it cannot run
     # data parallel on a CPU; llava_hf on device_map=cpu can
-    cfg = {"base": str(zoo["llava_ov_hf"]), "other": str(zoo["qwen2_vl"]), "tasks": [TASK],
+    cfg = {"base": str(zoo["llava_ov_hf"]), "other": str(other or zoo["qwen2_vl"]), "tasks": [task],
            "include_path": [str(tasks_dir)], "limit": 6, "output": str(folder / "out"), "cache_dir": str(folder / "cache"),
-           "search": {"alphas": "0:0.6:0.2", "search_samples": 4}, "threads": 1, "rows": ROWS}
+           "search": {"alphas": "0:0.6:0.2", "search_samples": 4}, "threads": 1, "rows": rows}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "c.yaml").write_text(yaml.safe_dump(cfg))
     return folder / "c.yaml"
@@ -95,19 +114,18 @@ def _files(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _check_against_single(out: Path, cache: Path, single):
+def _check_against_single(out: Path, cache: Path, single, task=TASK):
     folder, ref = single
     two = json.loads((out / "comparison.json").read_text())
     assert two["scores"] == ref["scores"]
-    assert 0 < two["scores"]["base"][TASK] < 100
     assert two["chosen"] == ref["chosen"] and two["table4"] == ref["table4"] and two["table8"] == ref["table8"]
-    rec, one = two["search_records"]["AdaMMS"][TASK], ref["search_records"]["AdaMMS"][TASK]
+    rec, one = two["search_records"]["AdaMMS"][task], ref["search_records"]["AdaMMS"][task]
     for k in ("alpha", "scores", "neighbour_differences", "task_scores", "subset_size", "generations"):
         assert rec[k] == one[k], k
     assert rec["alpha_per_rank"] == [rec["alpha"], rec["alpha"]]  # both ranks took the same α
     # each rank answered its own share of the search subset (the cache is per rank)
-    lines = {p.name: len(p.read_text().splitlines()) for p in cache.rglob(f"{TASK}.rank*.jsonl")}
-    assert set(lines) == {f"{TASK}.rank0.jsonl", f"{TASK}.rank1.jsonl"} and min(lines.values()) > 0
+    lines = {p.name: len(p.read_text().splitlines()) for p in cache.rglob(f"{task}.rank*.jsonl")}
+    assert set(lines) == {f"{task}.rank0.jsonl", f"{task}.rank1.jsonl"} and min(lines.values()) > 0
     # the stored results are the ones the single process stores (same names; scores as above)
     assert {k for k in _files(out / "done")} == {k for k in _files(folder / "out" / "done")}
 
@@ -118,6 +136,7 @@ def test_torchrun_two_ranks_equal_one_process_and_rerun_computes_nothing(tmp_pat
     r, writes = _launch(torchrun, tmp_path, config)
     out = tmp_path / "out"
     _check_against_single(out, tmp_path / "cache", single)
+    assert 0 < single[1]["scores"]["base"][TASK] < 100  # a score that half the documents would change
     assert writes[1] == [] and any("/done/" in w for w in writes[0])  # rank 0 alone writes the outputs
     assert (r.stdout + r.stderr).count("wrote ") == 1  # one summary
 
@@ -128,12 +147,17 @@ def test_torchrun_two_ranks_equal_one_process_and_rerun_computes_nothing(tmp_pat
     assert json.loads((out / "comparison.json").read_text())["scores"] == single[1]["scores"]
 
 
-def test_accelerate_launch_two_ranks_equal_one_process(tmp_path, zoo, tasks_dir, single):
+def test_accelerate_launch_two_ranks_with_the_other_row(tmp_path, zoo, tasks_dir, llava_b):
+    """The other row's own backend under data parallel too (a generating task: the raw backends' loglikelihood
+    is lmms-eval's, which the tiny LLaVA processor refuses)."""
+    task, rows = "adamms_shapes_color", ROWS[:1] + [{"name": "other", "original": "other"}] + ROWS[1:]
+    ref = compare.run_compare(_config(tmp_path / "one", zoo, tasks_dir, llava_b, task, rows), log=lambda *_: None)
     launcher = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29572"]
-    _, writes = _launch(launcher, tmp_path, _config(tmp_path, zoo, tasks_dir))
-    _check_against_single(tmp_path / "out", tmp_path / "cache", single)
-    assert writes[1] == [] and writes[0]
+    _, writes = _launch(launcher, tmp_path, _config(tmp_path, zoo, tasks_dir, llava_b, task, rows))
+    _check_against_single(tmp_path / "out", tmp_path / "cache", (tmp_path / "one", ref), task)
+    assert (tmp_path / "out" / "done" / "other" / f"{task}.json").is_file()
+    assert writes[1] == [] and any("/done/other/" in w for w in writes[0])
 
 
 def test_device_map_reaches_the_backend(tmp_path, zoo, tasks_dir, monkeypatch):
