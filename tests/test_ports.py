@@ -215,6 +215,26 @@ def test_vision_branch_change_moves_only_image_prompts(zoo, name, key):
     assert (before[1] - after[1]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("name", sorted(PORTS))
+def test_offloaded_parts_generate_as_the_loaded_model(ports, zoo, name, tmp_path):
+    """device_map with offloaded modules (params on meta, loaded by accelerate's hooks: what "cpu" entries mean
+    beside a GPU, and "disk" anywhere): the port must leave device placement of offloaded weights to the hooks."""
+    from adamms_eval import LazyMerge
+    model, tok = ports[name]
+    top = [f"model.{n}" for n, _ in model.model.named_children() if n != "layers"]
+    device_map = {**{k: "disk" for k in top}, "model.layers.0": "disk", "model.layers.1": "cpu", "model.norm": "cpu",
+                  "lm_head": "disk"}
+    offloaded = PORTS[name][0].from_pretrained(zoo[name], device_map=device_map, offload_folder=tmp_path).eval()
+    assert {p.device.type for p in offloaded.parameters()} == {"cpu", "meta"}
+    x = inputs(name, model, tok)
+    with torch.no_grad():
+        assert torch.equal(offloaded.generate(**x, max_new_tokens=6, do_sample=False),
+                           model.generate(**x, max_new_tokens=6, do_sample=False))
+    with pytest.raises(AdammsError, match="offloaded .meta device.; load the model onto real devices"):
+        LazyMerge(offloaded, zoo["llava15_hf" if name == "cogvlm" else "cogvlm"], base_tokenizer=zoo[name],
+                  progress=False)
+
+
 # ---------------------------------------------------------------- input builders -----------------------------------------
 def test_cogvlm_input_builder_as_the_original(ports):
     model, tok = ports["cogvlm"]

@@ -18,7 +18,7 @@ import torch
 from ..checkpoint import load_config
 from ..errors import AdammsError
 from . import PORTS
-from .common import load_tokenizer
+from .common import first_device, load_tokenizer
 
 
 def answer(folder: str, image_path: str, query: str, tokenizer: str | None = None, dtype: str = "bfloat16",
@@ -32,7 +32,7 @@ def answer(folder: str, image_path: str, query: str, tokenizer: str | None = Non
     tok = load_tokenizer(folder, tokenizer, model_type, "Vicuna-7B-v1.5" if model_type == "cogvlm" else "LLaMA-2")
     model = PORTS[model_type].from_pretrained(folder, dtype=getattr(torch, dtype), device_map=device_map).eval()
     image = Image.open(image_path).convert("RGB")
-    dev = model.get_input_embeddings().weight.device
+    dev = first_device(model)
     if model_type == "cogvlm":
         from .cogvlm import build_conversation_input_ids
         enc = build_conversation_input_ids(model.config, tok, query=query, images=[image])

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from .common import (CACHE_FIELD, GatedMLP, RMSNorm, apply_rotary, attend, cached_length, causal_lm_loss, lm_output,
-                     pil_to_tensor, resolve_cache, rotary)
+                     pil_to_tensor, resolve_cache, rotary, to_weight)
 
 try:
     from transformers import initialization as init
@@ -73,7 +73,8 @@ class PatchEmbedding(nn.Module):
     def forward(self, images):
         x = self.proj(images).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_embedding.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-        return x + self.position_embedding.weight[None, : x.shape[1]]
+        # through the module, not .weight: an offloaded embedding's weight is only loaded by its own forward hook
+        return x + self.position_embedding(torch.arange(x.shape[1], device=x.device))[None]
 
 
 class VisionAttention(nn.Module):
@@ -290,7 +291,7 @@ class CogVLMModel(CogVLMPreTrainedModel):
     def encode_images(self, images) -> torch.Tensor:
         """(n_images, num_image_positions, hidden): BOI, patch features, EOI."""
         w = self.vision.patch_embedding.proj.weight
-        return self.vision(images.to(w.device, w.dtype))
+        return self.vision(to_weight(images, w, w.dtype))
 
     def forward(self, input_ids=None, images=None, token_type_ids=None, attention_mask=None, position_ids=None,
                 cache=None, inputs_embeds=None, use_cache=False):
@@ -355,7 +356,7 @@ class CogVLMForCausalLM(CogVLMPreTrainedModel, GenerationMixin):
                             use_cache)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden.to(self.lm_head.weight.device)).float()
+        logits = self.lm_head(to_weight(hidden, self.lm_head.weight)).float()
         return lm_output(logits, cache, use_cache, causal_lm_loss(logits, labels))
 
     # -- generation ----------------------------------------------------------------------------------------------

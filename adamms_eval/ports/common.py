@@ -48,6 +48,17 @@ class GatedMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+def to_weight(x: torch.Tensor, weight: torch.Tensor, dtype=None) -> torch.Tensor:
+    """x on `weight`'s device (a device_map split), in `dtype`; an offloaded weight (meta, CPU/disk offload) is
+    brought in by accelerate's hook, which also moves its module's inputs, so then only the dtype changes."""
+    return x.to(device=None if weight.device.type == "meta" else weight.device, dtype=dtype)
+
+
+def first_device(model: nn.Module) -> torch.device:
+    """Where inputs go: the first parameter that is not offloaded (accelerate executes offloaded ones there too)."""
+    return next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
+
+
 def rotary(position_ids: torch.Tensor, head_dim: int, theta: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape (B, 1, L, head_dim) in the HF LLaMA layout (cat(freqs, freqs)); angles in fp32."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim)

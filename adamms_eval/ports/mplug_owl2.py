@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from .common import (CACHE_FIELD, CLIP_MEAN, CLIP_STD, GatedMLP, RMSNorm, apply_rotary, attend, cached_length,
-                     causal_lm_loss, lm_output, pil_to_tensor, resolve_cache, rotary)
+                     causal_lm_loss, lm_output, pil_to_tensor, resolve_cache, rotary, to_weight)
 
 try:
     from transformers import initialization as init
@@ -358,7 +358,7 @@ class MPLUGOwl2LlamaModel(MPLUGOwl2PreTrainedModel):
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(n_images, num_learnable_queries + 1, hidden)."""
         w = self.vision_model.embeddings.patch_embed.weight
-        return self.visual_abstractor(self.vision_model(pixels.to(w.device, w.dtype)))
+        return self.visual_abstractor(self.vision_model(to_weight(pixels, w, w.dtype)))
 
     def splice(self, input_ids, images, attention_mask=None, labels=None):
         """Embed the text and put each image's tokens where its IMAGE_TOKEN_INDEX stands (images in order of
@@ -444,7 +444,7 @@ class MPLUGOwl2LlamaForCausalLM(MPLUGOwl2PreTrainedModel, GenerationMixin):
         hidden = self.model(inputs_embeds, modality_indicators, attention_mask, position_ids, cache)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden.to(self.lm_head.weight.device)).float()
+        logits = self.lm_head(to_weight(hidden, self.lm_head.weight)).float()
         return lm_output(logits, cache, use_cache, causal_lm_loss(logits, labels))
 
     @torch.no_grad()
