@@ -167,3 +167,19 @@ def test_failures_exit_non_zero_from_the_launcher(zoo, tasks_dir, tmp_path):
     commas = run_cli(tasks_dir, "adamms", base + ",alphas=0,0.3,0.6", out=tmp_path / "l",
                      launcher=[str(BIN / "adamms"), "eval"])
     assert commas.returncode == 2 and "[0,0.3,0.6]" in commas.stderr and "0;0.3;0.6" in commas.stderr
+
+
+def test_launcher_under_torchrun(zoo, tasks_dir, tmp_path):
+    """`torchrun -m adamms_eval.cli eval ...`: every rank runs lmms-eval in its own child process, the two children
+    form the process group, rank 0 checks the results; a failed run still exits non-zero on rank 0."""
+    base = f"base={zoo['qwen2_vl']},other={zoo['llava_ov_hf']}"
+
+    def torchrun(port):
+        return [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port), "-m", "adamms_eval.cli",
+                "eval"]
+    ok = run_cli(tasks_dir, "adamms", base + ",alpha=0.3", out=tmp_path / "ok", launcher=torchrun(29571))
+    assert ok.returncode == 0, (ok.stdout[-3000:], ok.stderr[-3000:])
+    one, _ = lmms_eval(tasks_dir, tmp_path / "one", "adamms", base + ",alpha=0.3")
+    assert answers(tmp_path / "ok") == answers(one)  # both ranks' shares gathered: the one-process answers
+    bad = run_cli(tasks_dir, "adamms", base + ",metric=cosine", out=tmp_path / "bad", launcher=torchrun(29572))
+    assert bad.returncode != 0 and "wrote no results" in bad.stderr
