@@ -161,8 +161,8 @@ def test_accelerate_launch_two_ranks_with_the_other_row(tmp_path, zoo, tasks_dir
 
 
 def test_device_map_reaches_the_backend(tmp_path, zoo, tasks_dir, monkeypatch):
-    """backend_args' device_map (e.g. auto, for a model larger than a card) is passed on as given; on a machine
-    without CUDA the runner only fills in device_map=cpu when none is given."""
+    """backend_args' device_map (e.g. auto, for a model larger than a card) is passed on as given; without one the
+    model goes to the runner's device, except on GPUs under a launcher (the backend places rank r on cuda:r)."""
     import torch
     import lmms_eval.models
     seen = []
@@ -172,8 +172,10 @@ def test_device_map_reaches_the_backend(tmp_path, zoo, tasks_dir, monkeypatch):
             seen.append(kwargs)
     monkeypatch.setattr(lmms_eval.models, "get_model", lambda name, force_simple=False: Backend)
     runner = compare.Runner(compare.plan(_config(tmp_path, zoo, tasks_dir)), log=lambda *_: None)
-    for cuda, args, expected in ((True, {"device_map": "auto"}, "auto"), (False, {"device_map": "auto"}, "auto"),
-                                 (False, {}, "cpu"), (True, {}, None)):
+    for cuda, world, args, expected in ((True, "1", {"device_map": "auto"}, "auto"), (True, "2", {"device_map": "auto"},
+                                        "auto"), (False, "1", {"device_map": "auto"}, "auto"), (False, "1", {}, "cpu"),
+                                        (False, "2", {}, "cpu"), (True, "1", {}, "cuda"), (True, "2", {}, None)):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setenv("WORLD_SIZE", world)
         runner._backend("llava_hf", str(zoo["llava_ov_hf"]), args)
         assert seen[-1].get("device_map") == expected and seen[-1]["pretrained"] == str(zoo["llava_ov_hf"])
