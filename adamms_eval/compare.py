@@ -79,10 +79,11 @@ def start_distributed() -> bool:
     """Join the launcher's process group (torchrun / accelerate launch set WORLD_SIZE), as lmms-eval's CLI does:
     through accelerate, so the backend's Accelerator() finds the same state (gloo on CPU, NCCL on GPUs).
     True when this call created the group (the caller then ends it)."""
+    import datetime
+
     import torch.distributed as dist
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
         return False
-    import datetime
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
     Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(hours=24))])
@@ -381,8 +382,9 @@ class Runner:
     def _evaluate(self, model, task: str, out_dir: Path) -> float:
         from lmms_eval.evaluator import simple_evaluate
         # as lmms-eval's CLI: its torchrun path when a process group is up (gloo or NCCL collectives)
-        res = simple_evaluate(model=model, tasks=[task], task_manager=self.p.task_manager, limit=self.p.cfg.get("limit"),
-                              log_samples=False, verbosity="WARNING", batch_size=int(self.p.cfg.get("batch_size", 1)),
+        res = simple_evaluate(model=model, tasks=[task], task_manager=self.p.task_manager,
+                              limit=self.p.cfg.get("limit"), log_samples=False, verbosity="WARNING",
+                              batch_size=int(self.p.cfg.get("batch_size", 1)),
                               distributed_executor_backend="torchrun" if _group() else "accelerate")
         score = error = None
         if self.main:  # lmms-eval gathers the results on rank 0; the other ranks get None
