@@ -324,12 +324,9 @@ class Runner:
     def _backend(self, name: str, path: str, args: dict):
         import torch
         from lmms_eval.models import get_model
-        args, device = dict(args or {}), self._device()
-        # A device_map the config gives is passed as is (auto: a model larger than a card). Else the model goes to
-        # the device, except on GPUs under a launcher, where the backend puts rank r on cuda:r itself (llava_hf's
-        # default device_map "" means exactly that, and transformers 5 refuses "" in a single process).
-        if not torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            args.setdefault("device_map", device)
+        from .session import default_device_map
+        device = self._device()
+        args = default_device_map(dict(args or {}), device, torch.cuda.is_available())
         cls = get_model(name, force_simple=True)
         return cls(pretrained=path, device=device, batch_size=int(self.p.cfg.get("batch_size", 1)), **args)
 

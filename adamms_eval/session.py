@@ -86,6 +86,15 @@ def flag_spell(name: str, value: str) -> str:
     return f"--{name.replace('_', '-')} {value}"
 
 
+def default_device_map(backend_kwargs: dict, device: str, cuda: bool) -> dict:
+    """A device_map the user gave is kept (auto: a model larger than a card). Else the model goes to the run's
+    device, except on GPUs under a launcher, where the harness backends put rank r on cuda:r themselves
+    (lmms-eval's llava_hf defaults to "", its multi-process value, which transformers 5 refuses in one process)."""
+    if not cuda or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        backend_kwargs.setdefault("device_map", device)
+    return backend_kwargs
+
+
 def register_backend(harness: str, model_type: str, backend_name: str) -> None:
     """Let `choose_backend` pick `backend_name` for bases whose config.json says `model_type`."""
     BACKENDS.setdefault(harness, {})[model_type] = backend_name

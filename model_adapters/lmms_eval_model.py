@@ -23,8 +23,8 @@ from lmms_eval.models import get_model
 from adamms_eval.autosearch import SearchInput
 from adamms_eval.cache import digest
 from adamms_eval.errors import AdammsError
-from adamms_eval.session import (BACKENDS, RECORD_NAME, MergeSession, choose_backend, default_output_dir,
-                                 parse_settings)
+from adamms_eval.session import (BACKENDS, RECORD_NAME, MergeSession, choose_backend, default_device_map,
+                                 default_output_dir, parse_settings)
 
 from .loglikelihood import continuation_nll
 
@@ -103,10 +103,9 @@ class Adamms(lmms):
         _RUN_NAMES[(str(options["base"]), str(options["other"]))] = self.session.run_name
         _name_runs_after_the_merge()
 
-        cpu = not torch.cuda.is_available()
-        device = device or ("cpu" if cpu else "cuda")
-        if cpu:
-            backend_kwargs.setdefault("device_map", "cpu")
+        cuda = torch.cuda.is_available()
+        device = device or ("cuda" if cuda else "cpu")
+        default_device_map(backend_kwargs, device, cuda)
         self.backend = cls(pretrained=settings.base, device=device, batch_size=batch_size, **backend_kwargs)
         self.backend.task_dict = self.task_dict  # the evaluator fills ours; share the same dict
         self.merged = self.session.attach(
