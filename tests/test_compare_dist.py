@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from adamms_eval import compare
+from helpers import shapes_tasks
 
 pytest.importorskip("lmms_eval")
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TASK = "adamms_shapes_mc"  # multiple choice: the tiny models score above 0 here (loglikelihood path)
 ROWS = [{"name": "base", "original": "base"}, {"name": "linear 0.2", "method": "linear", "coefficient": 0.2},
@@ -48,12 +48,7 @@ if _dir and _log and "RANK" in os.environ:
 
 @pytest.fixture(scope="module")
 def tasks_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tasks")
-    shutil.copytree(REPO / "tasks" / "adamms_shapes", d / "adamms_shapes",
-                    ignore=shutil.ignore_patterns("data", "__pycache__"))
-    subprocess.run([sys.executable, str(REPO / "tasks" / "make_offline_tasks.py"), "--rows", "12",
-                    "--out", str(d / "adamms_shapes" / "data" / "shapes.parquet")], check=True, capture_output=True)
-    return d
+    return shapes_tasks(tmp_path_factory.mktemp("tasks"), rows=12)
 
 
 @pytest.fixture(scope="module")

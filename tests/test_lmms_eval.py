@@ -1,15 +1,14 @@
 """End to end through the real lmms-eval CLI on CPU with the tiny checkpoints and the shipped offline tasks."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import shapes_tasks
 
 pytest.importorskip("lmms_eval")
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TASK = "adamms_shapes_color"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -17,12 +16,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 @pytest.fixture(scope="module")
 def tasks_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tasks")
-    shutil.copytree(REPO / "tasks" / "adamms_shapes", d / "adamms_shapes",
-                    ignore=shutil.ignore_patterns("data", "__pycache__"))
-    subprocess.run([sys.executable, str(REPO / "tasks" / "make_offline_tasks.py"), "--rows", "12",
-                    "--out", str(d / "adamms_shapes" / "data" / "shapes.parquet")], check=True, capture_output=True)
-    return d
+    return shapes_tasks(tmp_path_factory.mktemp("tasks"), rows=12)
 
 
 def run_cli(tasks_dir, model, model_args, tasks=TASK, out=None, limit=6, launcher=None, cwd=None):

@@ -10,21 +10,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from helpers import shapes_tasks
 
 pytest.importorskip("lmms_eval")
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TASKS = "adamms_shapes_color,adamms_shapes_mc"  # a generation task and a multiple-choice task
 
 
 @pytest.fixture(scope="module")
 def tasks_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tasks")
-    shutil.copytree(REPO / "tasks" / "adamms_shapes", d / "adamms_shapes",
-                    ignore=shutil.ignore_patterns("data", "__pycache__"))
-    subprocess.run([sys.executable, str(REPO / "tasks" / "make_offline_tasks.py"), "--rows", "8",
-                    "--out", str(d / "adamms_shapes" / "data" / "shapes.parquet")], check=True, capture_output=True)
-    return d
+    return shapes_tasks(tmp_path_factory.mktemp("tasks"), rows=8)
 
 
 def run(tasks_dir, out: Path, model: str, model_args: str) -> Path:
