@@ -30,13 +30,29 @@ class SearchInput:
     payload: Any      # whatever the harness needs to answer it
 
 
-def all_gather(obj) -> list:
+def process_group():
+    """torch.distributed when a group of more than one process is up (torchrun, accelerate launch), else None."""
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        out = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
-        return out
-    return [obj]
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def all_gather(obj) -> list:
+    g = process_group()
+    if g is None:
+        return [obj]
+    out = [None] * g.get_world_size()
+    g.all_gather_object(out, obj)
+    return out
+
+
+def from_rank0(obj):
+    """Rank 0's `obj` on every rank (every rank must call this at the same point)."""
+    g = process_group()
+    if g is None:
+        return obj
+    box = [obj if g.get_rank() == 0 else None]
+    g.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class CoefficientSearch:

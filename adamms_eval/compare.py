@@ -31,7 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import digest
+from .autosearch import from_rank0, process_group
+from .cache import current_rank, digest
 from .compare_tables import (oracle_point, supervised_choice, table1, table1_csv, table1_markdown, table4,
                              table4_markdown, table8_markdown)
 from .errors import AdammsError
@@ -88,26 +89,6 @@ def start_distributed() -> bool:
     from accelerate.utils import InitProcessGroupKwargs
     Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(hours=24))])
     return dist.is_initialized()
-
-
-def _group():
-    import torch.distributed as dist
-    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
-
-
-def rank() -> int:
-    g = _group()
-    return g.get_rank() if g else 0
-
-
-def from_rank0(obj):
-    """Rank 0's `obj` on every rank (every rank must call this at the same point)."""
-    g = _group()
-    if g is None:
-        return obj
-    box = [obj if g.get_rank() == 0 else None]
-    g.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _load_yaml(path: Path) -> dict:
@@ -282,7 +263,7 @@ class Runner:
     def __init__(self, p: Plan, log=print):
         self.p, self.log = p, log
         self.done = p.out / "done"
-        self.main = rank() == 0  # the one rank that reads and writes OUTPUT
+        self.main = current_rank() == 0  # the one rank that reads and writes OUTPUT
         if self.main:
             self.done.mkdir(parents=True, exist_ok=True)
         self.model = None  # the ComparisonModel around the once-loaded base
@@ -382,7 +363,7 @@ class Runner:
         res = simple_evaluate(model=model, tasks=[task], task_manager=self.p.task_manager,
                               limit=self.p.cfg.get("limit"), log_samples=False, verbosity="WARNING",
                               batch_size=int(self.p.cfg.get("batch_size", 1)),
-                              distributed_executor_backend="torchrun" if _group() else "accelerate")
+                              distributed_executor_backend="torchrun" if process_group() else "accelerate")
         score = error = None
         if self.main:  # lmms-eval gathers the results on rank 0; the other ranks get None
             if not res or task not in res.get("results", {}):
@@ -600,7 +581,7 @@ def run_compare(config_path, log=print) -> dict:
     p = plan(config_path)  # everything that can fail without a model fails here (on every rank alike)
     started = start_distributed()
     try:
-        if rank() != 0:
+        if current_rank() != 0:
             log = _quiet
         log(f"adamms compare: {len(p.rows)} rows × {len(p.tasks)} tasks -> {p.out}")
         data = Runner(p, log).run()
