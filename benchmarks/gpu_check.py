@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_ports
 RESULTS: list[dict] = []
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,15 +45,10 @@ def image(seed=0, w=40, h=30):
 
 
 def port_inputs(name, model, tok, device, dtype):
-    from adamms_eval.ports import build_conversation_input_ids, build_prompt, process_images, tokenizer_image_token
-    if name == "cogvlm":
-        enc = build_conversation_input_ids(model.config, tok, query="What colour is it?", images=[image()])
-        x = {k: enc[k][None] for k in ("input_ids", "token_type_ids")}
-        x["images"] = torch.stack(enc["images"]).to(dtype)
-    else:
-        x = {"input_ids": torch.tensor([tokenizer_image_token(build_prompt("What colour is it?"), tok)]),
-             "images": process_images([image()], 28).to(dtype)}
-    return {k: v.to(device) for k, v in x.items()}
+    """bench_ports' one image question for a port, on `device`, images in `dtype`."""
+    from bench_ports import _port_inputs
+    return {k: (v.to(dtype) if v.is_floating_point() else v).to(device)
+            for k, v in _port_inputs(name, model, tok, image()).items()}
 
 
 @torch.inference_mode()
