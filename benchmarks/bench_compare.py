@@ -31,6 +31,13 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
+def eval_key(row, coefficient=None) -> tuple:
+    """One evaluation: an original model, or (method, parameters, coefficient)."""
+    if row.original:
+        return ("original", row.original)
+    return ("merge", row.method, tuple(sorted(row.params.items())), round(coefficient, 6))
+
+
 def commands(p) -> dict[tuple, list[str]]:
     """(row kind, method, params, coefficient) -> the lmms-eval --model/--model_args of that evaluation."""
     from adamms_eval.compare import Runner, _method_key
@@ -39,7 +46,7 @@ def commands(p) -> dict[tuple, list[str]]:
         if row.original:
             path = cfg["base"] if row.original == "base" else cfg["other"]
             backend = p.backend if row.original == "base" else p.other_backend
-            out[("original", row.original)] = ["--model", backend, "--model_args", f"pretrained={path}"]
+            out[eval_key(row)] = ["--model", backend, "--model_args", f"pretrained={path}"]
             continue
         settings = p.sessions[_method_key(row)][0]
         if isinstance(row.rule, float):
@@ -53,8 +60,7 @@ def commands(p) -> dict[tuple, list[str]]:
                     settings.coefficient: f"{c:g}"}
             if cfg.get("pretrained"):
                 args["pretrained"] = cfg["pretrained"]
-            key = ("merge", row.method, tuple(sorted(row.params.items())), round(c, 6))
-            out[key] = ["--model", "adamms", "--model_args", ",".join(f"{k}={v}" for k, v in args.items())]
+            out[eval_key(row, c)] = ["--model", "adamms", "--model_args", ",".join(f"{k}={v}" for k, v in args.items())]
     return out
 
 
@@ -119,11 +125,9 @@ def main(argv=None) -> int:
         for row in p.rows:  # fixed rows: the same score both ways
             if row.rule in ("auto", "oracle"):
                 continue
-            if row.original:
-                key = ("original", row.original)
-            else:
-                c = row.rule if isinstance(row.rule, float) else compare.Runner._default_coefficient(row, None)
-                key = ("merge", row.method, tuple(sorted(row.params.items())), round(c, 6))
+            c = None if row.original else (
+                row.rule if isinstance(row.rule, float) else compare.Runner._default_coefficient(row, None))
+            key = eval_key(row, c)
             for task in p.tasks:
                 checked += 1
                 a, b = score_of(per_command[key][1], task, p.metrics[task]), data["scores"][row.name][task]
