@@ -429,8 +429,8 @@ class _Builder:
             for n in ("norm1", "normk", "output.norm2"):
                 shapes.update(_layernorm(p + n, h))
             shapes.update({**_linear(f"{p}output.mlp.w1", 2 * h, h), **_linear(f"{p}output.mlp.w2", h, 2 * h),
-                           **_linear(f"{p}output.mlp.w3", 2 * h, h), **_layernorm(f"{p}output.mlp.ffn_ln", 2 * h),
-                           f"{p}attention.q_pos_embed": (q, h), f"{p}attention.k_pos_embed": (5, h)})
+                           **_linear(f"{p}output.mlp.w3", 2 * h, h), **_layernorm(f"{p}output.mlp.ffn_ln", 2 * h)})
+        # the abstractor's q_pos_embed / k_pos_embed are computed sin-cos tables the official converter leaves out
         sd.update({f"model.{k}": v for k, v in _random(shapes, SEED["mplug"] + 200).items()})
         visual = {"visual_model": dict(hidden_size=h, intermediate_size=2 * h, num_hidden_layers=2,
                                        num_attention_heads=2, image_size=28, patch_size=14, hidden_act="quick_gelu",
@@ -453,9 +453,14 @@ class _Builder:
         a tokenizer, a greedy generation config and the released-style flat config.json."""
         from transformers import GenerationConfig
         model = model_cls(config_cls.from_dict(cfg)).eval()
-        model.load_state_dict(sd, strict=True)
-        if bin_file:  # mPLUG-Owl2 was released as pytorch_model*.bin
-            torch.save(_plain(model.state_dict(), self.dtype), path / "pytorch_model.bin")
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        computed = {name for name, _ in model.named_buffers()}  # made by the model, not stored in the release
+        if unexpected or set(missing) - computed:
+            raise KeyError(f"not the released names: missing {sorted(set(missing) - computed)}, "
+                           f"unexpected {sorted(unexpected)}")
+        if bin_file:  # mPLUG-Owl2 was released as pytorch_model*.bin, without its computed buffers
+            torch.save(_plain({k: v for k, v in model.state_dict().items() if k in sd}, self.dtype),
+                       path / "pytorch_model.bin")
             model.generation_config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=16,
                                                        bos_token_id=1, eos_token_id=2, pad_token_id=0)
             model.generation_config.save_pretrained(path)

@@ -57,9 +57,11 @@ def test_full_size_model_has_the_released_keys_and_shapes(name):
     with torch.device("meta"):
         model = cls(cfg_cls.from_dict(cfg))
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    computed = {k for k, _ in model.named_buffers()}  # made by the model: mPLUG-Owl2's abstractor position tables
     index = json.loads(next((RELEASED / folder).glob("*.index.json")).read_text())["weight_map"]
     released = {k for k in index if not k.endswith("rotary_emb.inv_freq")}  # old buffers: ignored on load
-    assert set(ours) == released and len(index) - len(released) == 32
+    assert set(ours) - computed == released and len(index) - len(released) == 32
+    assert len(computed) == (0 if name == "cogvlm" else 12) and not computed & set(index)
     if name == "cogvlm":  # spot checks from the public config (32 layers, 4096 / 11008, EVA2-CLIP-E 1792 x 63)
         assert len(ours) == 1155 and model.config.num_image_positions == 1227
         expect = {"model.layers.31.self_attn.language_expert_query_key_value.weight": (12288, 4096),
@@ -82,7 +84,8 @@ def test_full_size_model_has_the_released_keys_and_shapes(name):
                   "model.visual_abstractor.query_embeds": (1, 64, 1024), "model.visual_abstractor.vit_eos": (1, 1, 4096)}
     assert {k: ours[k] for k in expect} == expect
     layouts = _released_layouts()
-    assert ours == {k: v for k, v in layouts.shapes(folder, cfg).items() if not k.endswith("inv_freq")}
+    assert {k: v for k, v in ours.items() if k not in computed} == {
+        k: v for k, v in layouts.shapes(folder, cfg).items() if not k.endswith("inv_freq")}
 
 
 @pytest.mark.parametrize("name", sorted(PORTS))

@@ -147,7 +147,7 @@ class VisionModel(nn.Module):
 # ---------------------------------------------------------------- visual abstractor ---------------------------------
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     """MAE's 1-D sin-cos embedding: [sin(p·ω), cos(p·ω)], ω_i = 10000^(-2i/dim)."""
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64, device=positions.device) / (dim / 2))
     out = positions.reshape(-1, 1).double() * omega
     return torch.cat([out.sin(), out.cos()], dim=1).float()
 
@@ -155,10 +155,10 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
 def sincos_2d(dim: int, grid: int, cls_token: bool = True) -> torch.Tensor:
     """MAE's 2-D sin-cos embedding over a grid x grid patch grid (first half from rows, second from columns),
     with a zero row for the CLS token in front."""
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
-                            indexing="ij")
+    axis = torch.arange(grid, dtype=torch.float64, device="cpu")  # real values even under a meta-device init
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
     emb = torch.cat([sincos_1d(dim // 2, xs), sincos_1d(dim // 2, ys)], dim=1)
-    return torch.cat([torch.zeros(1, dim), emb]) if cls_token else emb
+    return torch.cat([torch.zeros(1, dim, device="cpu"), emb]) if cls_token else emb
 
 
 class AbstractorMultiHeadAttention(nn.Module):
@@ -169,9 +169,18 @@ class AbstractorMultiHeadAttention(nn.Module):
         self.query = nn.Linear(h, h)
         self.key = nn.Linear(a["encoder_hidden_size"], h)
         self.value = nn.Linear(a["encoder_hidden_size"], h)
-        # stored in the released checkpoint (persistent buffers); these defaults are what they were built from
-        self.register_buffer("q_pos_embed", sincos_1d(h, torch.arange(a["num_learnable_queries"])))
-        self.register_buffer("k_pos_embed", sincos_2d(h, a["grid_size"]))
+        # computed sin-cos tables, not learned: the official converter leaves them out of the released checkpoint,
+        # and transformers 5 builds the model on meta, so `_init_weights` recomputes them (`position_tables`)
+        # unless the file has them (persistent, as in the original's state_dict)
+        self.num_queries, self.grid_size = a["num_learnable_queries"], a["grid_size"]
+        q_pos, k_pos = self.position_tables()
+        self.register_buffer("q_pos_embed", q_pos)
+        self.register_buffer("k_pos_embed", k_pos)
+
+    def position_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q_pos_embed, k_pos_embed) as the original computes them in `__init__`, on the CPU."""
+        h = self.query.out_features
+        return sincos_1d(h, torch.arange(self.num_queries, device="cpu")), sincos_2d(h, self.grid_size)
 
     def forward(self, queries, keys):
         """queries (B, Q, h); keys = [queries; image tokens] (B, Q + N, h)."""
@@ -337,6 +346,10 @@ class MPLUGOwl2PreTrainedModel(PreTrainedModel):
         elif isinstance(module, VisualAbstractor):
             init.normal_(module.query_embeds, mean=0.0, std=std)
             init.normal_(module.vit_eos, mean=0.0, std=std)
+        elif isinstance(module, AbstractorMultiHeadAttention):  # computed buffers (a no-op for ones loaded)
+            q_pos, k_pos = module.position_tables()
+            init.copy_(module.q_pos_embed, q_pos)
+            init.copy_(module.k_pos_embed, k_pos)
 
 
 class MPLUGOwl2LlamaModel(MPLUGOwl2PreTrainedModel):
