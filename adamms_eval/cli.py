@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from .errors import AdammsError
 
@@ -85,6 +86,24 @@ def cmd_architectures(a) -> None:
         print(f"{name:18} {ad.title}")
 
 
+def cmd_tiny(a) -> None:
+    from .tiny import NAMES, build_zoo
+    unknown = sorted(set(a.names) - set(NAMES))
+    if unknown:
+        raise AdammsError(f"unknown tiny checkpoint(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    for name, path in build_zoo(Path(a.out).expanduser(), a.names or None).items():
+        print(f"{name:14} {path}")
+
+
+def cmd_tasks(a) -> None:
+    from .task_folders import write_shapes_tasks, write_vlmeval_datasets
+    out = Path(a.out).expanduser()
+    folder = write_shapes_tasks(out, rows=a.rows, seed=a.seed)
+    tsvs = write_vlmeval_datasets(out / "LMUData", rows=a.rows, seed=a.seed)
+    print(f"lmms-eval tasks  {folder} ({a.rows} rows): --include_path {out} --tasks adamms_shapes_color,...")
+    print(f"VLMEvalKit data  {', '.join(sorted(tsvs))} in {out / 'LMUData'}: LMUData={out / 'LMUData'} --data ...")
+
+
 def cmd_eval(a) -> None:
     from .eval_launcher import run
     code = run(a.lmms_args)
@@ -115,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_merge)
     r = sub.add_parser("architectures", help="list the supported architectures")
     r.set_defaults(func=cmd_architectures)
+    from .tiny import NAMES
+    t = sub.add_parser("tiny", help="build tiny random checkpoints in the real layouts, to try merges and harnesses",
+                       description="Tiny (~1 MB) random checkpoints of the supported layouts, all grown from one "
+                                   "θ0 per family: qwen2_lm / llama_lm are the θ0s. Existing ones are reused.")
+    t.add_argument("out", help="folder; each checkpoint goes to OUT/NAME")
+    t.add_argument("names", nargs="*", metavar="NAME", help=f"default all: {' '.join(NAMES)}")
+    t.set_defaults(func=cmd_tiny)
+    k = sub.add_parser("tasks", help="write the offline adamms_shapes tasks (lmms-eval) and datasets (VLMEvalKit)")
+    k.add_argument("out", help="folder: OUT/adamms_shapes for --include_path OUT, OUT/LMUData for VLMEvalKit")
+    k.add_argument("--rows", type=int, default=40, help="questions (default 40)")
+    k.add_argument("--seed", type=int, default=0)
+    k.set_defaults(func=cmd_tasks)
     # `adamms eval` takes lmms-eval's own arguments unparsed (prefix_chars: nothing here is an adamms option)
     e = sub.add_parser("eval", prefix_chars="\0", add_help=False,
                        help="run lmms-eval with these arguments; non-zero exit when it fails or writes no results")

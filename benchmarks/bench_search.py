@@ -16,13 +16,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 # Test-split sizes of the paper's benchmarks (Table 1), used for the search-cost ratio.
 PAPER_BENCHMARKS = {"MMMU val": 900, "MME": 2374, "SEED-Bench image": 14233, "OCRBench": 1000, "TextVQA val": 5000,
                     "OK-VQA val": 5046, "GQA testdev": 12578, "VizWiz val": 4319}
@@ -59,11 +56,8 @@ def main(argv=None) -> None:
     zoo = build_zoo(a.workdir / "zoo", ["qwen2_lm", "qwen2_vl", "llava_ov_hf"])
     tasks_dir = a.workdir / "tasks"
     if not (tasks_dir / "adamms_shapes" / "data" / "shapes.parquet").exists():
-        import shutil
-        shutil.copytree(REPO / "tasks" / "adamms_shapes", tasks_dir / "adamms_shapes", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("data", "__pycache__"))
-        subprocess.run([sys.executable, str(REPO / "tasks" / "make_offline_tasks.py"), "--rows", str(a.rows),
-                        "--out", str(tasks_dir / "adamms_shapes" / "data" / "shapes.parquet")], check=True)
+        from adamms_eval.task_folders import write_shapes_tasks
+        write_shapes_tasks(tasks_dir, rows=a.rows)
     merged = write_merged(open_merger(zoo["qwen2_vl"], zoo["llava_ov_hf"]), a.alpha, a.workdir / "merged",
                           force=True, progress=False)
     tasks = ["adamms_shapes_color", "adamms_shapes_yesno"]

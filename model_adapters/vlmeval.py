@@ -4,7 +4,8 @@
   (`{"model": {"my_merge": {"class": "AdammsVLM", "base": DIR, "other": DIR, "alpha": "auto"}}, ...}`);
 - `vlmeval.config.supported_VLM`: named presets for the paper's Qwen2-VL / LLaVA-OneVision pair, and
   `register(name, **settings)` for your own, usable as `--model name`;
-- the offline datasets of `tasks/make_vlmeval_datasets.py` under VLMEvalKit's own dataset classes.
+- the offline datasets of `tasks/make_vlmeval_datasets.py` (`adamms tasks DIR`) under VLMEvalKit's own
+  dataset classes.
 
 Then run VLMEvalKit's runner in the same process, e.g.
 `python -c "import adamms_eval_adapters.vlmeval, vlmeval.run as r; r.main()" --config my_config.json`,
@@ -22,7 +23,7 @@ from vlmeval.dataset import ImageMCQDataset, ImageVQADataset, ImageYORNDataset  
 
 from .vlmeval_model import AdammsVLM  # noqa: E402
 
-# Offline datasets (tasks/make_vlmeval_datasets.py writes $LMUData/<name>.tsv). Registered without an md5:
+# Offline datasets (`adamms tasks DIR` writes DIR/LMUData/<name>.tsv). Registered without an md5:
 # they are local files, never downloaded. The VQA name contains "GQA": VLMEvalKit picks its VQA scorer by
 # name, and that family's is exact match (answer == prediction after strip and lower-case).
 DATASETS = {"AdammsShapes_YN": ImageYORNDataset, "AdammsShapes_MCQ": ImageMCQDataset,

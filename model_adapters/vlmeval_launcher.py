@@ -144,8 +144,8 @@ def check_inputs(args) -> None:
     for name in args.data:
         tsv = root / f"{name}.tsv"
         if name in DATASETS and not tsv.exists():
-            raise AdammsError(f"dataset {name}: {tsv} is missing; generate it with "
-                              f"python tasks/make_vlmeval_datasets.py (writes $LMUData, now {root})")
+            raise AdammsError(f"dataset {name}: {tsv} is missing; generate it with `adamms tasks DIR` and run "
+                              f"with LMUData=DIR/LMUData ($LMUData is now {root})")
         if name not in builtin:
             if not tsv.exists():
                 close = difflib.get_close_matches(name, sorted(builtin), n=1)

@@ -14,15 +14,16 @@ start=$(date +%s)
 
 echo "== adamms zoo build (cached after the first run)"
 zoo=$("$BIN/python" -c "from adamms_eval.zoo.build import default_zoo_dir; print(default_zoo_dir())")
+tasks=$("$BIN/python" -c "from adamms_eval.task_folders import default_tasks_dir; print(default_tasks_dir())")
 "$BIN/adamms" zoo build
-"$BIN/adamms" zoo tasks > /dev/null 2>&1
+"$BIN/adamms" zoo tasks --out "$tasks" > /dev/null
 TASKS=adamms_zoo
 rm -rf "$OUT/lmms_eval"
 
 run() {  # run NAME lmms-eval-args...: one lmms-eval run into $OUT/lmms_eval/NAME, quiet unless it fails
   local name=$1; shift
   echo "== lmms-eval $name"
-  if ! "$BIN/lmms-eval" "$@" --tasks "$TASKS" --include_path tasks --output_path "$OUT/lmms_eval/$name" \
+  if ! "$BIN/lmms-eval" "$@" --tasks "$TASKS" --include_path "$tasks" --output_path "$OUT/lmms_eval/$name" \
         > "$OUT/$name.log" 2>&1; then
     tail -n 30 "$OUT/$name.log" >&2; echo "demo FAILED: lmms-eval $name (log: $OUT/$name.log)" >&2; exit 1
   fi

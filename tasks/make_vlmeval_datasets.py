@@ -27,8 +27,11 @@ import string
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_offline_tasks import make_rows  # noqa: E402  (the same synthetic content as the lmms-eval tasks)
+try:  # the same synthetic content as the lmms-eval tasks
+    from adamms_eval_tasks.make_offline_tasks import make_rows
+except ImportError:  # run as a script from a checkout where the package is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_offline_tasks import make_rows
 
 DATASETS = {"AdammsShapes_YN": "Y/N", "AdammsShapes_MCQ": "MCQ", "AdammsShapes_GQA": "VQA"}
 

@@ -43,14 +43,8 @@ def write_header_only_safetensors(path: Path, shapes: dict[str, tuple[tuple[int,
 
 
 def shapes_tasks(folder: Path, rows: int) -> Path:
-    """A copy of the shipped adamms_shapes lmms-eval tasks under `folder`, with `rows` generated shapes questions
-    (the repo's own data folder is left alone); pass `folder` as --include_path."""
-    import shutil
-    import subprocess
-    import sys
-    repo = Path(__file__).resolve().parents[1]
-    shutil.copytree(repo / "tasks" / "adamms_shapes", folder / "adamms_shapes",
-                    ignore=shutil.ignore_patterns("data", "__pycache__"))
-    subprocess.run([sys.executable, str(repo / "tasks" / "make_offline_tasks.py"), "--rows", str(rows),
-                    "--out", str(folder / "adamms_shapes" / "data" / "shapes.parquet")], check=True, capture_output=True)
+    """The shipped adamms_shapes lmms-eval tasks with `rows` generated shapes questions under `folder` (the repo's
+    own task folder is left alone); pass `folder` as --include_path."""
+    from adamms_eval.task_folders import write_shapes_tasks
+    write_shapes_tasks(folder, rows=rows)
     return folder

@@ -1,7 +1,6 @@
 """`adamms compare`: bad configs fail before any model loads; an end-to-end run on tiny models writes every output;
 a rerun computes nothing and a new row computes only that row."""
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -9,17 +8,12 @@ import yaml
 from adamms_eval import compare
 from adamms_eval.errors import AdammsError
 
-REPO_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "adamms_zoo"
-
-
 @pytest.fixture(scope="module")
 def task_data(tmp_path_factory):
-    """A copy of the zoo tasks with 12 questions per skill (the repo's own data folder is left alone)."""
-    import shutil
-    from adamms_eval.zoo.tasks import write_task_data
+    """The shipped zoo tasks with 12 questions per skill (the repo's own task folder is left alone)."""
+    from adamms_eval.task_folders import write_zoo_tasks
     root = tmp_path_factory.mktemp("tasks")
-    shutil.copytree(REPO_TASKS, root / "adamms_zoo", ignore=shutil.ignore_patterns("data", "__pycache__"))
-    write_task_data(root / "adamms_zoo" / "data", n=12)
+    write_zoo_tasks(root, rows=12)
     return str(root)
 
 

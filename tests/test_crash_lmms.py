@@ -2,7 +2,6 @@
 answers are generated, and the chosen α, the scores and the task's answers equal an uninterrupted run's."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -10,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import shapes_tasks
 
 pytest.importorskip("lmms_eval")
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TASK = "adamms_shapes_color"
 SAMPLES, CANDIDATES = 10, 4  # 40 search answers, appended per backend batch (lmms-eval batch_size 1)
@@ -20,12 +19,7 @@ SAMPLES, CANDIDATES = 10, 4  # 40 search answers, appended per backend batch (lm
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tasks")
-    shutil.copytree(REPO / "tasks" / "adamms_shapes", d / "adamms_shapes",
-                    ignore=shutil.ignore_patterns("data", "__pycache__"))
-    subprocess.run([sys.executable, str(REPO / "tasks" / "make_offline_tasks.py"), "--rows", str(SAMPLES),
-                    "--out", str(d / "adamms_shapes" / "data" / "shapes.parquet")], check=True, capture_output=True)
-    return d
+    return shapes_tasks(tmp_path_factory.mktemp("tasks"), rows=SAMPLES)
 
 
 def command(zoo, shapes, out, cache):

@@ -1,15 +1,12 @@
 """Our ports as the base inside VLMEvalKit's runner (`adamms-vlmeval`, in process, CPU, offline TSV datasets)."""
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 if importlib.util.find_spec("vlmeval") is None:  # not importorskip: importing vlmeval turns autograd off
     pytest.skip("VLMEvalKit is not installed (pip install 'adamms-eval[vlmeval]')", allow_module_level=True)
-REPO = Path(__file__).resolve().parents[1]
 ROWS = 4
 GEN = ["--model-arg", "max_new_tokens=4"]
 BOTH = ("AdammsShapes_YN", "AdammsShapes_MCQ")
@@ -17,9 +14,9 @@ BOTH = ("AdammsShapes_YN", "AdammsShapes_MCQ")
 
 @pytest.fixture(scope="module")
 def lmu(tmp_path_factory):
+    from adamms_eval.task_folders import write_vlmeval_datasets
     d = tmp_path_factory.mktemp("lmu")
-    subprocess.run([sys.executable, str(REPO / "tasks" / "make_vlmeval_datasets.py"), "--rows", str(ROWS),
-                    "--out", str(d)], check=True, capture_output=True)
+    write_vlmeval_datasets(d, rows=ROWS)
     return d
 
 

@@ -14,16 +14,15 @@ import pytest
 
 if importlib.util.find_spec("vlmeval") is None:  # not importorskip: importing vlmeval turns autograd off
     pytest.skip("VLMEvalKit is not installed (pip install 'adamms-eval[vlmeval]')", allow_module_level=True)
-REPO = Path(__file__).resolve().parents[1]
 ROWS = 6
 GEN = ["--model-arg", "max_new_tokens=4"]
 
 
 @pytest.fixture(scope="module")
 def lmu(tmp_path_factory):
+    from adamms_eval.task_folders import write_vlmeval_datasets
     d = tmp_path_factory.mktemp("lmu")
-    subprocess.run([sys.executable, str(REPO / "tasks" / "make_vlmeval_datasets.py"), "--rows", str(ROWS),
-                    "--out", str(d)], check=True, capture_output=True)
+    write_vlmeval_datasets(d, rows=ROWS)
     return d
 
 
@@ -195,7 +194,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, zoo, env, tmp_path, caps
         "unknown": (["AdammsShapes_YNN"], ["--judge", "exact_matching"], "unknown dataset AdammsShapes_YNN"),
         "builtin_offline": (["MME"], ["--judge", "exact_matching"], "$LMUData/MME.tsv (md5 "),
         "judge": (["AdammsShapes_YN"], [], "--judge exact_matching"),
-        "missing_generated": (["AdammsShapes_MCQ"], ["--judge", "exact_matching"], "make_vlmeval_datasets.py"),
+        "missing_generated": (["AdammsShapes_MCQ"], ["--judge", "exact_matching"], "`adamms tasks DIR`"),
         "bad_setting": (["AdammsShapes_YN"], ["--judge", "exact_matching", "--search-samples", "many"],
                         "--search-samples many"),
         "no_other": (["AdammsShapes_YN"], ["--judge", "exact_matching"],
@@ -238,8 +237,7 @@ def test_registration_presets_and_dataset_types():
     from vlmeval.dataset import DATASET_TYPE
 
     from adamms_eval_adapters import vlmeval as registry
-    sys.path.insert(0, str(REPO / "tasks"))
-    from make_vlmeval_datasets import DATASETS as generated
+    from adamms_eval_tasks.make_vlmeval_datasets import DATASETS as generated
     assert vlmeval.vlm.AdammsVLM is registry.AdammsVLM  # what a --config "class": "AdammsVLM" builds
     preset = supported_VLM["AdaMMS_Qwen2-VL-7B_LLaVA-OV-7B"]
     assert preset.func is registry.AdammsVLM and preset.keywords["base"] == "Qwen/Qwen2-VL-7B-Instruct"

@@ -1,6 +1,7 @@
 """`adamms zoo build` and `adamms zoo tasks` (registered by adamms_eval.cli)."""
 from __future__ import annotations
 
+from pathlib import Path
 
 
 def cmd_zoo(a) -> None:
@@ -8,9 +9,11 @@ def cmd_zoo(a) -> None:
         from .build import build
         build(a.out, seed=a.seed, size=a.size, force=a.force, threads=a.threads)
     else:
-        from .tasks import TASKS_DIR, write_task_data
-        paths = write_task_data(a.out or TASKS_DIR / "data", n=a.rows, seed=a.seed)
-        print(f"wrote {len(paths)} task files ({a.rows} rows each) to {next(iter(paths.values())).parent}")
+        from ..task_folders import default_tasks_dir, write_zoo_tasks
+        out = Path(a.out).expanduser() if a.out else default_tasks_dir()
+        folder = write_zoo_tasks(out, rows=a.rows, seed=a.seed)
+        print(f"wrote the adamms_zoo tasks ({a.rows} questions per skill) to {folder}; "
+              f"lmms-eval: --include_path {out}")
 
 
 def add_parser(sub) -> None:
@@ -22,8 +25,9 @@ def add_parser(sub) -> None:
     b.add_argument("--size", default="full", choices=["full", "ci"], help="ci: a reduced zoo for tests")
     b.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see README)")
     b.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
-    t = zsub.add_parser("tasks", help="write the data of the tasks/adamms_zoo lmms-eval tasks")
-    t.add_argument("--out", help="folder (default tasks/adamms_zoo/data)")
+    t = zsub.add_parser("tasks", help="write the adamms_zoo lmms-eval tasks with their data (OUT/adamms_zoo)")
+    t.add_argument("--out", help="folder to pass as --include_path (default: ~/.cache/adamms-eval/tasks, "
+                                 "under $ADAMMS_CACHE when set)")
     t.add_argument("--rows", type=int, default=100, help="rows per skill (default 100)")
     t.add_argument("--seed", type=int, default=0)
     for p in (z, b, t):

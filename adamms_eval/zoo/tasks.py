@@ -1,6 +1,8 @@
 """Data of the zoo's lmms-eval tasks (tasks/adamms_zoo/): one parquet per skill, from seeds no training run uses.
 
     write_task_data(out_dir, n=100, seed=0) -> {skill: Path}
+
+`adamms zoo tasks` writes it beside a copy of the task YAMLs (adamms_eval.task_folders.write_zoo_tasks).
 """
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from pathlib import Path
 
 from . import world
 
-TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks" / "adamms_zoo"
 
 
 def _png(img) -> bytes:
@@ -19,7 +20,7 @@ def _png(img) -> bytes:
     return buf.getvalue()
 
 
-def write_task_data(out_dir: str | Path = TASKS_DIR / "data", n: int = 100, seed: int = 0) -> dict[str, Path]:
+def write_task_data(out_dir: str | Path, n: int = 100, seed: int = 0) -> dict[str, Path]:
     """Write <skill>.parquet (n rows each) with the datasets Image feature; each file appears complete or not at all."""
     import datasets
     out_dir = Path(out_dir)
