@@ -326,6 +326,8 @@ class MPLUGOwl2PreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     _no_split_modules = ["MPLUGOwl2DecoderLayer", "VisionEncoderLayer", "AbstractorLayer"]
     _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]  # saved by transformers 4.31
+    # computed by _init_weights when absent, as in the release: not "newly initialized" weights to warn about
+    _keys_to_ignore_on_load_missing = [r"crossattention\.attention\.[qk]_pos_embed$"]
     _supports_sdpa = True
 
     def _init_weights(self, module):
