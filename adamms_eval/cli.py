@@ -49,8 +49,8 @@ def _print_plan(summary: dict) -> None:
 
 
 def cmd_plan(a) -> None:
-    from .checkpoint import Checkpoint
-    from .mapping import build_plan
+    from .arch.checkpoint import Checkpoint
+    from .arch.mapping import build_plan
     plan = build_plan(Checkpoint(a.base), Checkpoint(a.other), Checkpoint(a.pretrained) if a.pretrained else None,
                       a.base_arch, a.other_arch, a.pretrained_arch)
     summary = plan.summary()
@@ -61,8 +61,8 @@ def cmd_plan(a) -> None:
 
 
 def cmd_merge(a) -> None:
-    from .merge import open_merger, write_merged
-    from .methods import make_method
+    from .merging.merger import open_merger, write_merged
+    from .merging.methods import make_method
     params = _params(a.param)
     method = make_method(a.method, params)  # validates parameters before any file is read
     if method.coefficient == "alpha":
@@ -81,13 +81,13 @@ def cmd_merge(a) -> None:
 
 
 def cmd_architectures(a) -> None:
-    from .adapters import adapters
+    from .arch.adapters import adapters
     for name, ad in sorted(adapters().items()):
         print(f"{name:18} {ad.title}")
 
 
 def cmd_tiny(a) -> None:
-    from .tiny import NAMES, build_zoo
+    from .testing.tiny import NAMES, build_zoo
     unknown = sorted(set(a.names) - set(NAMES))
     if unknown:
         raise AdammsError(f"unknown tiny checkpoint(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
@@ -105,7 +105,7 @@ def cmd_tasks(a) -> None:
 
 
 def cmd_eval(a) -> None:
-    from .eval_launcher import run
+    from .harness.lmms_eval.launcher import run
     code = run(a.lmms_args)
     if code:
         raise SystemExit(code)
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_merge)
     r = sub.add_parser("architectures", help="list the supported architectures")
     r.set_defaults(func=cmd_architectures)
-    from .tiny import NAMES
+    from .testing.tiny import NAMES
     t = sub.add_parser("tiny", help="build tiny random checkpoints in the real layouts, to try merges and harnesses",
                        description="Tiny (~1 MB) random checkpoints of the supported layouts, all grown from one "
                                    "θ0 per family: qwen2_lm / llama_lm are the θ0s. Existing ones are reused.")
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run lmms-eval with these arguments; non-zero exit when it fails or writes no results")
     e.add_argument("lmms_args", nargs="*", help="lmms-eval arguments, e.g. --model adamms --model_args ... --tasks ...")
     e.set_defaults(func=cmd_eval)
-    from .compare import add_parser as add_compare  # H-zoo: `adamms compare CONFIG.yaml`
+    from .compare.runner import add_parser as add_compare  # H-zoo: `adamms compare CONFIG.yaml`
     from .zoo.cli import add_parser as add_zoo  # H-zoo: `adamms zoo build|tasks`
     add_compare(sub)
     add_zoo(sub)

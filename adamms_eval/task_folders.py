@@ -29,8 +29,8 @@ def shipped_folder(name: str) -> Path:
 
 def default_tasks_dir() -> Path:
     """Where `adamms zoo tasks` writes by default: beside the zoo and the search cache ($ADAMMS_CACHE)."""
-    from .cache import default_cache_dir
-    return default_cache_dir().parent / "tasks"
+    from .runtime import cache_root
+    return cache_root() / "tasks"
 
 
 def write_task_folder(out: str | Path, name: str, write_data: Callable[[Path], object]) -> Path:

@@ -40,7 +40,7 @@ def eval_key(row, coefficient=None) -> tuple:
 
 def commands(p) -> dict[tuple, list[str]]:
     """(row kind, method, params, coefficient) -> the lmms-eval --model/--model_args of that evaluation."""
-    from adamms_eval.compare import Runner, _method_key
+    from adamms_eval.compare.runner import Runner, _method_key
     cfg, out = p.cfg, {}
     for row in p.rows:
         if row.original:

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import GB, build_family, markdown_table, warm_page_cache  # noqa: E402
 
-from adamms_eval.partial import file_hash  # noqa: E402
+from adamms_eval.merging.partial import file_hash  # noqa: E402
 
 
 def merge_cmd(m1: Path, m2: Path, out: Path, shard_mb: int) -> list[str]:

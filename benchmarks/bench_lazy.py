@@ -34,8 +34,8 @@ def child(a) -> None:
     """One storage mode, in its own process: timings and memory snapshots, as JSON to a.child_json."""
     import torch
     from transformers import LlamaForCausalLM
-    from adamms_eval.lazy import LazyMerge
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.lazy import LazyMerge
+    from adamms_eval.merging.merger import open_merger, write_merged
 
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

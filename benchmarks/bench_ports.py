@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     a = p.parse_args(argv)
     dtype = getattr(torch, a.dtype)
-    from adamms_eval.tiny import build_zoo
+    from adamms_eval.testing.tiny import build_zoo
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         zoo = build_zoo(tmp, ["cogvlm", "mplug_owl2", "llava15_hf", "qwen2_vl"])

@@ -48,9 +48,9 @@ def main(argv=None) -> None:
     import torch
     from lmms_eval.models import get_model
 
-    from adamms_eval.merge import open_merger, write_merged
-    from adamms_eval.search import parse_alphas, DEFAULT_ALPHAS
-    from adamms_eval.tiny import build_zoo
+    from adamms_eval.merging.merger import open_merger, write_merged
+    from adamms_eval.search.rule import parse_alphas, DEFAULT_ALPHAS
+    from adamms_eval.testing.tiny import build_zoo
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     zoo = build_zoo(a.workdir / "zoo", ["qwen2_lm", "qwen2_vl", "llava_ov_hf"])

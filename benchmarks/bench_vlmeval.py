@@ -53,12 +53,12 @@ def main(argv=None) -> None:
 
     import torch
     torch.set_num_threads(a.threads)
-    import adamms_eval_adapters.vlmeval  # noqa: F401  (registers the datasets)
+    import adamms_eval.harness.vlmeval.registry  # noqa: F401  (registers the datasets)
     from vlmeval.dataset import build_dataset
 
-    from adamms_eval.merge import open_merger, write_merged
-    from adamms_eval.tiny import build_zoo
-    from adamms_eval_adapters.vlmeval_model import AdammsVLM
+    from adamms_eval.merging.merger import open_merger, write_merged
+    from adamms_eval.testing.tiny import build_zoo
+    from adamms_eval.harness.vlmeval.model import AdammsVLM
 
     zoo = build_zoo(a.workdir / "zoo", ["qwen2_vl", "llava_ov_hf"])
     merged = a.workdir / f"merged_{a.alpha}"

@@ -89,7 +89,7 @@ def split_map(model, device) -> dict:
 def check_ports(zoo, device, tmp: Path) -> None:
     from adamms_eval import LazyMerge
     from adamms_eval.errors import AdammsError
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.merger import open_merger, write_merged
     from adamms_eval.ports import PORTS
     from adamms_eval.ports.common import load_tokenizer
     others = {"cogvlm": "llava15_hf", "mplug_owl2": "cogvlm"}
@@ -172,7 +172,7 @@ def check_ports(zoo, device, tmp: Path) -> None:
 def check_qwen_pair(zoo, device, tmp: Path) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from adamms_eval import LazyMerge
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.merger import open_merger, write_merged
     base, other = zoo["qwen2_vl"], zoo["llava_ov_hf"]
     merged_dir = write_merged(open_merger(base, other), 0.3, tmp / "qwen_merged", progress=False)
     proc = AutoProcessor.from_pretrained(base)
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
         print("error: no CUDA device here; run on a GPU machine or pass --device cpu for a dry run", file=sys.stderr)
         return 2
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
-    from adamms_eval.tiny import build_zoo
+    from adamms_eval.testing.tiny import build_zoo
     import transformers
     env = {"torch": torch.__version__, "transformers": transformers.__version__,
            "gpu": torch.cuda.get_device_name() if a.device.startswith("cuda") else "none"}

@@ -1,4 +1,4 @@
-"""Test helpers that read checkpoints independently of adamms_eval.checkpoint."""
+"""Test helpers that read checkpoints independently of adamms_eval.arch.checkpoint."""
 from pathlib import Path
 
 import torch

@@ -7,10 +7,12 @@ import threading
 
 import pytest
 
-from adamms_eval.autosearch import CoefficientSearch, SearchInput
-from adamms_eval.cache import GenerationCache, digest, search_identity
+from adamms_eval.search.runner import CoefficientSearch, SearchInput
+from adamms_eval.fingerprints import digest
+from adamms_eval.search.cache import GenerationCache
+from adamms_eval.search.identity import search_identity
 from adamms_eval.errors import AdammsError
-from adamms_eval.methods import make_method
+from adamms_eval.merging.methods import make_method
 
 
 # -- identity ---------------------------------------------------------------------------------------------

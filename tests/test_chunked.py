@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from adamms_eval import chunked
-from adamms_eval.methods import make_method
+from adamms_eval.merging import kernels as chunked
+from adamms_eval.merging.methods import make_method
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """adamms compare's table arithmetic against hand-computed values (no models)."""
-from adamms_eval.compare_tables import (oracle_point, supervised_choice, table1, table1_csv, table1_markdown, table4,
+from adamms_eval.compare.tables import (oracle_point, supervised_choice, table1, table1_csv, table1_markdown, table4,
                                         table8_markdown)
 
 TASKS = ["t1", "t2", "t3"]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from adamms_eval import merge as merge_module
+from adamms_eval.merging import merger as merge_module
 from adamms_eval.cli import main
-from adamms_eval.merge import open_merger, write_merged
+from adamms_eval.merging.merger import open_merger, write_merged
 
 SHARD = "3MB"
 
@@ -58,7 +58,7 @@ def leftovers(out: Path) -> list[str]:
 STOPPER = textwrap.dedent("""
     import os, signal, sys
     from safetensors.torch import save
-    import adamms_eval.merge as m
+    import adamms_eval.merging.merger as m
     real, calls = m.save_file, [0]
     def save_file(tensors, filename, metadata=None):
         calls[0] += 1

@@ -7,10 +7,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from transformers import AutoModelForImageTextToText
 
-from adamms_eval import lazy as lazy_mod
+from adamms_eval.merging import lazy as lazy_mod
 from adamms_eval.errors import AdammsError
-from adamms_eval.lazy import LazyMerge
-from adamms_eval.merge import open_merger, write_merged
+from adamms_eval.merging.lazy import LazyMerge
+from adamms_eval.merging.merger import open_merger, write_merged
 
 METHODS = [("linear", {}, 0.3), ("task_arithmetic", {"weight": "0.6,0.4"}, 0.9), ("ties", {"density": 0.5}, 1.0),
            ("dare_linear", {"density": 0.5, "seed": 3}, 0.7), ("dare_ties", {"density": 0.7}, 1.0),

@@ -51,7 +51,7 @@ def results_of(out: Path) -> tuple[Path, dict]:
 
 
 def test_fixed_alpha_equals_backend_on_merged_checkpoint(zoo, tasks_dir, tmp_path):
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.merger import open_merger, write_merged
     merged = write_merged(open_merger(zoo["qwen2_vl"], zoo["llava_ov_hf"]), 0.3, tmp_path / "merged", progress=False)
     ours, _ = lmms_eval(tasks_dir, tmp_path / "ours", "adamms",
                         f"base={zoo['qwen2_vl']},other={zoo['llava_ov_hf']},alpha=0.3,cache_dir={tmp_path / 'c'}")
@@ -69,7 +69,7 @@ def test_fixed_alpha_equals_backend_on_merged_checkpoint(zoo, tasks_dir, tmp_pat
 
 def test_lambda_is_the_task_vector_coefficient(zoo, tasks_dir, tmp_path):
     """issue 10.1: lambda= moves a task-vector method (not dropped as a parameter); the run is not named after θ0."""
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.merger import open_merger, write_merged
     params = {"density": 0.5}
     merger = open_merger(zoo["qwen2_vl"], zoo["llava_ov_hf"], "dare_ties", params, zoo["qwen2_lm"])
     merged = write_merged(merger, 0.8, tmp_path / "merged", progress=False)

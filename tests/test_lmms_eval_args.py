@@ -12,7 +12,7 @@ from adamms_eval.errors import AdammsError  # noqa: E402
 
 @pytest.fixture()
 def spy(monkeypatch):
-    import adamms_eval_adapters.lmms_eval_model as m
+    import adamms_eval.harness.lmms_eval.model as m
     loaded = []
     real = m.get_model
 
@@ -71,7 +71,7 @@ def test_unknown_base_architecture_names_the_backend_argument(zoo, spy, tmp_path
 
 
 def test_a_backend_may_score_choices_itself():
-    from adamms_eval_adapters.loglikelihood import continuation_nll
+    from adamms_eval.harness.lmms_eval.loglikelihood import continuation_nll
 
     class Port:
         def continuation_nll(self, ctx, continuation, visuals):
@@ -103,9 +103,9 @@ def test_port_backend_takes_its_parents_arguments(zoo, spy):
 
 def test_coefficient_names_and_defaults():
     """alpha= and lambda= name the same coefficient (agreeing values are fine); the default grid is the method's."""
-    from adamms_eval.methods import default_candidates
-    from adamms_eval.search import parse_alphas
-    from adamms_eval.session import parse_settings
+    from adamms_eval.merging.methods import default_candidates
+    from adamms_eval.search.rule import parse_alphas
+    from adamms_eval.session.session import parse_settings
     s, _ = parse_settings({"base": "a", "other": "b", "alpha": 0.3, "lambda": "0.30"})
     assert (s.alpha, s.coefficient, s.given_as) == (0.3, "alpha", "alpha")
     s, _ = parse_settings({"base": "a", "other": "b", "method": "paper_ties", "pretrained": "p", "lambda": "auto"})

@@ -3,10 +3,10 @@ import pytest
 import torch
 from helpers import lerp, state_dict
 
-from adamms_eval.checkpoint import Checkpoint
+from adamms_eval.arch.checkpoint import Checkpoint
 from adamms_eval.errors import AdammsError
-from adamms_eval.mapping import build_plan
-from adamms_eval.merge import open_merger, write_merged
+from adamms_eval.arch.mapping import build_plan
+from adamms_eval.merging.merger import open_merger, write_merged
 
 ALPHA = 0.3
 

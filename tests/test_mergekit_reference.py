@@ -3,10 +3,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adamms_eval.merge import open_merger, write_merged
+from adamms_eval.merging.merger import open_merger, write_merged
 
 pytest.importorskip("mergekit")
-from adamms_eval.mergekit_reference import run_mergekit  # noqa: E402
+from mergekit_reference import run_mergekit  # noqa: E402  (the test oracle, beside the tests)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from adamms_eval.errors import AdammsError
-from adamms_eval.methods import global_thresholds, make_method
+from adamms_eval.merging.methods import make_method
+from adamms_eval.merging.methods.ties import global_thresholds
 
 
 def _path_at(method, base, other, theta0, lam, key="layers.0.mlp.up_proj.weight"):
@@ -120,7 +121,7 @@ def test_alpha_outside_range():
 
 
 def test_presets_expand_to_the_papers_baseline_settings():
-    from adamms_eval.methods import PRESETS, default_candidates
+    from adamms_eval.merging.methods import PRESETS, default_candidates
     ties = make_method("paper_ties")
     assert ties.name == "ties" and ties.p["density"] == 0.5 and ties.p["trim"] == "global"
     assert ties.p["normalize"] is False and ties.describe()["preset"] == "paper_ties"
@@ -140,7 +141,7 @@ def test_presets_expand_to_the_papers_baseline_settings():
 
 def test_ties_global_threshold_covers_every_entry_it_trims(zoo):
     """trim=global: the k-th largest |τ| is taken over the same entries the trim is applied to (vocab rows too)."""
-    from adamms_eval.merge import open_merger
+    from adamms_eval.merging.merger import open_merger
     merger = open_merger(zoo["qwen2_vl"], zoo["llava_ov_hf"], "ties", {"density": 0.3, "trim": "global"},
                          pretrained=zoo["qwen2_lm"])
     merger.prepare()

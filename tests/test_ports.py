@@ -283,7 +283,7 @@ def test_tokenizer_comes_from_the_folder_or_the_argument(zoo, tmp_path):
 @pytest.mark.parametrize("base,other", [("cogvlm", "llava15_hf"), ("mplug_owl2", "cogvlm")])
 def test_merge_on_disk_and_in_place_generate_identically(zoo, tmp_path, base, other):
     from adamms_eval import LazyMerge
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.merger import open_merger, write_merged
     cls = PORTS[base][0]
     merged = write_merged(open_merger(zoo[base], zoo[other]), 0.4, tmp_path / "merged", progress=False)
     on_disk = cls.from_pretrained(merged).eval()

@@ -67,7 +67,7 @@ def test_cogvlm_base_merged_with_llava(zoo, tasks_dir, tmp_path):
 
 
 def test_mplug_base_merged_with_cogvlm(zoo, tasks_dir, tmp_path):
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.merger import open_merger, write_merged
     base, other = zoo["mplug_owl2"], zoo["cogvlm"]
     merged = write_merged(open_merger(base, other), 0.3, tmp_path / "merged", progress=False)
     on_disk = answers(run(tasks_dir, tmp_path / "disk", "adamms_mplug_owl2", f"pretrained={merged}"))
@@ -80,7 +80,7 @@ def test_mplug_base_merged_with_cogvlm(zoo, tasks_dir, tmp_path):
 # ---------------------------------------------------------------- the backends in process ----------------------------
 @pytest.fixture(scope="module")
 def backends(zoo):
-    from adamms_eval_adapters.lmms_eval_ports import CogVLMBackend, MPLUGOwl2Backend
+    from adamms_eval.harness.lmms_eval.ports import CogVLMBackend, MPLUGOwl2Backend
     return {"cogvlm": CogVLMBackend(pretrained=str(zoo["cogvlm"]), device="cpu"),
             "mplug_owl2": MPLUGOwl2Backend(pretrained=str(zoo["mplug_owl2"]), device="cpu")}
 
@@ -107,7 +107,7 @@ def test_backend_honours_generation_settings(backends, name):
 
 def test_backend_errors_are_one_line(zoo, tmp_path):
     from adamms_eval.errors import AdammsError
-    from adamms_eval_adapters.lmms_eval_ports import CogVLMBackend
+    from adamms_eval.harness.lmms_eval.ports import CogVLMBackend
     bare = tmp_path / "cogvlm"
     shutil.copytree(zoo["cogvlm"], bare, ignore=shutil.ignore_patterns("tokenizer*", "chat_template*"))
     with pytest.raises(AdammsError, match="no tokenizer and none was given.*tokenizer=PATH"):

@@ -29,7 +29,7 @@ def env(lmu, monkeypatch):
 
 
 def run_ok(work, *args, data=BOTH) -> Path:
-    from adamms_eval_adapters.vlmeval_launcher import main
+    from adamms_eval.harness.vlmeval.launcher import main
     rc = main([str(a) for a in ["--data", *data, "--work-dir", work, "--judge", "exact_matching", "--name", "m",
                                 *GEN, *args]])
     assert rc == 0
@@ -46,7 +46,7 @@ def predictions(folder: Path, dataset: str) -> dict:
 @pytest.mark.parametrize("base,other,wrapper", [("cogvlm", "llava15_hf", "CogVlm"),
                                                 ("mplug_owl2", "cogvlm", "mPLUG_Owl2")])
 def test_port_base_fixed_alpha_equals_merged_checkpoint(zoo, env, tmp_path, base, other, wrapper):
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.merger import open_merger, write_merged
     merged = write_merged(open_merger(zoo[base], zoo[other]), 0.5, tmp_path / "merged", progress=False)
     ours = run_ok(tmp_path / "ours", "--base", zoo[base], "--other", zoo[other], "--alpha", "0.5",
                   "--cache-dir", tmp_path / "c")
@@ -69,7 +69,7 @@ def test_port_base_auto_search(zoo, env, tmp_path):
 def test_cogvlm_folder_without_tokenizer_takes_tokenizer_keyword(zoo, env, tmp_path):
     import shutil
     from adamms_eval.errors import AdammsError
-    from adamms_eval_adapters.vlmeval_model import AdammsVLM
+    from adamms_eval.harness.vlmeval.model import AdammsVLM
     bare = tmp_path / "cogvlm"
     shutil.copytree(zoo["cogvlm"], bare, ignore=shutil.ignore_patterns("tokenizer*", "chat_template*"))
     with pytest.raises(AdammsError, match="no tokenizer and none was given.*tokenizer=PATH"):

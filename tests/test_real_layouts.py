@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from helpers import write_header_only_safetensors
 
-from adamms_eval.adapters import detect
-from adamms_eval.checkpoint import Checkpoint
+from adamms_eval.arch.adapters import detect
+from adamms_eval.arch.checkpoint import Checkpoint
 from adamms_eval.cli import main
-from adamms_eval.mapping import build_plan
+from adamms_eval.arch.mapping import build_plan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "released"
 sys.path.insert(0, str(FIXTURES))

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from adamms_eval.errors import AdammsError
-from adamms_eval.search import check_candidates, draw_subset, normalize_answer, parse_alphas, select_alpha
+from adamms_eval.search.rule import check_candidates, draw_subset, normalize_answer, parse_alphas, select_alpha
 
 
 def test_plain_minimum_is_algorithm_1():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adamms_eval.tiny import NAMES, NOISE, build_zoo
+from adamms_eval.testing.tiny import NAMES, NOISE, build_zoo
 
 # notes/checkpoint-layouts.md section 3: original LLaVA / lmms-lab layout -> llava-hf layout
 ORIG_KEY_MAPPING = {r"^model\.mm_projector\.0": "multi_modal_projector.linear_1",

@@ -36,7 +36,7 @@ def env(lmu, monkeypatch):
 
 
 def launch(args, capsys=None):
-    from adamms_eval_adapters.vlmeval_launcher import main
+    from adamms_eval.harness.vlmeval.launcher import main
     return main([str(a) for a in args])
 
 
@@ -54,7 +54,7 @@ def predictions(folder: Path, dataset: str) -> dict:
 
 
 def merged_checkpoint(base, other, alpha, out):
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.merger import open_merger, write_merged
     return write_merged(open_merger(base, other), alpha, out, progress=False)
 
 
@@ -99,7 +99,7 @@ def test_fixed_alpha_equals_wrapper_on_merged_checkpoint_and_zero_is_base(zoo, e
 ])
 def test_wrappers_and_methods_fixed_coefficient_equal_merged_checkpoint(base, other, wrapper, method, zoo, env,
                                                                          tmp_path):
-    from adamms_eval.merge import open_merger, write_merged
+    from adamms_eval.merging.merger import open_merger, write_merged
     if method is None:
         merger, coef, flags = open_merger(zoo[base], zoo[other]), 0.5, ["--alpha", "0.5"]
     else:
@@ -125,7 +125,7 @@ def _cached_answers(cache: Path, dataset: str) -> dict[float, dict[str, str]]:
 
 
 def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_path, caplog):
-    from adamms_eval.search import select_alpha
+    from adamms_eval.search.rule import select_alpha
     args = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--alpha", "auto", "--alphas", "0:0.6:0.2",
             "--search-samples", "4", "--search-seed", "3", "--cache-dir", tmp_path / "cache"]
     out = run_ok(tmp_path / "auto", *args, data=("AdammsShapes_YN", "AdammsShapes_GQA"))
@@ -172,7 +172,7 @@ def pd_read(tsv, column):
 
 def test_two_ranks_agree_on_alpha(zoo, env, tmp_path):
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "adamms_eval_adapters.vlmeval_launcher", "--data", "AdammsShapes_YN", "--work-dir", str(tmp_path),
+           "-m", "adamms_eval.harness.vlmeval.launcher", "--data", "AdammsShapes_YN", "--work-dir", str(tmp_path),
            "--judge", "exact_matching", "--name", "m", *GEN, "--base", str(zoo["qwen2_vl"]),
            "--other", str(zoo["llava_ov_hf"]), "--alphas", "0:0.4:0.2", "--search-samples", "4",
            "--cache-dir", str(tmp_path / "cache")]
@@ -213,14 +213,14 @@ def test_bad_input_is_one_line_and_writes_nothing(case, zoo, env, tmp_path, caps
 
 def test_vlmeval_missing_names_the_extra(monkeypatch):
     from adamms_eval.errors import AdammsError
-    from adamms_eval_adapters.vlmeval_import import vlmeval_modules
+    from adamms_eval.harness.vlmeval.importing import vlmeval_modules
     monkeypatch.setitem(sys.modules, "vlmeval", None)
     with pytest.raises(AdammsError, match=r"adamms-eval\[vlmeval\]"):
         vlmeval_modules()
 
 
 def test_dataset_failing_inside_vlmeval_exits_nonzero(zoo, env, tmp_path, capsys, monkeypatch):
-    from adamms_eval_adapters.vlmeval_model import AdammsQwen2VL
+    from adamms_eval.harness.vlmeval.model import AdammsQwen2VL
 
     def broken(self, message, dataset=None):
         raise RuntimeError("generation failed")
@@ -247,7 +247,7 @@ def test_registration_presets_and_dataset_types():
 def test_import_leaves_grad_mode_alone():
     """vlmeval.vlm disables autograd process-wide at import; importing through us must not."""
     import torch
-    from adamms_eval_adapters.vlmeval_import import vlmeval_modules
+    from adamms_eval.harness.vlmeval.importing import vlmeval_modules
     assert torch.is_grad_enabled()
     vlmeval_modules()
     assert torch.is_grad_enabled()

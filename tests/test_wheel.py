@@ -109,8 +109,8 @@ def test_installed_task_commands_write_complete_folders(installed):
 def test_installed_lmms_eval_entry_points_load(installed):
     py = installed[0]
     code = ("from importlib.metadata import entry_points\n"
-            "import adamms_eval_adapters\n"
-            "eps = [e for e in entry_points(group='lmms_eval.models') if e.value.startswith('adamms_eval_adapters')]\n"
+            "import adamms_eval, adamms_eval_adapters\n"
+            "eps = [e for e in entry_points(group='lmms_eval.models') if e.value.startswith('adamms_eval.')]\n"
             "names = set()\n"
             "for e in eps:\n"
             "    found = e.load()()\n"
@@ -118,6 +118,6 @@ def test_installed_lmms_eval_entry_points_load(installed):
             "        names.add(m.model_id)\n"
             "        module, _, cls = m.simple_class_path.rpartition('.')\n"
             "        getattr(__import__(module, fromlist=[cls]), cls)\n"
-            "print(sorted(names), adamms_eval_adapters.__file__)\n")
+            "print(sorted(names), adamms_eval_adapters.__file__, adamms_eval.__file__)\n")
     out = _run(installed, str(py), "-c", code)
     assert "'adamms'" in out and "'adamms_cogvlm'" in out and "'adamms_mplug_owl2'" in out and str(REPO) not in out

@@ -1,6 +1,8 @@
 """Our transformers-5 ports of CogVLM-chat and mPLUG-Owl2, loading the released checkpoints without conversion.
 
 Importing this package registers model_type "cogvlm" / "mplug_owl2" with AutoConfig and AutoModelForCausalLM.
+Each port is a sub-package split as transformers' models are (configuration, modeling, processing); `base` and
+`common` hold what both share.
 """
 from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_config
+from ..arch.checkpoint import load_config
 from ..errors import AdammsError
 from . import PORTS
 from .common import first_device, load_tokenizer
@@ -34,18 +34,16 @@ def answer(folder: str, image_path: str, query: str, tokenizer: str | None = Non
     image = Image.open(image_path).convert("RGB")
     dev = first_device(model)
     if model_type == "cogvlm":
-        from .cogvlm import build_conversation_input_ids
-        enc = build_conversation_input_ids(model.config, tok, query=query, images=[image])
-        inputs = {k: enc[k][None].to(dev) for k in ("input_ids", "token_type_ids", "attention_mask")}
-        inputs["images"] = torch.stack(enc["images"]).to(dev, model.dtype)
+        from .cogvlm import history_to_prompt, model_inputs
+        text = history_to_prompt(model.config.template_version, [], query)
+        inputs = model_inputs(model.config, tok, text, [image], dev, model.dtype)
         skip = inputs["input_ids"].shape[1]
     else:
-        from .mplug_owl2 import build_prompt, process_images, tokenizer_image_token
         from transformers import CLIPImageProcessor
+        from .mplug_owl2 import build_prompt, model_inputs
         pp = CLIPImageProcessor.from_pretrained(folder)
         side = model.config.visual_config["visual_model"]["image_size"]
-        inputs = {"input_ids": torch.tensor([tokenizer_image_token(build_prompt(query), tok)], device=dev),
-                  "images": process_images([image], side, pp.image_mean, pp.image_std).to(dev, model.dtype)}
+        inputs = model_inputs(tok, build_prompt(query), [image], side, pp.image_mean, pp.image_std, dev, model.dtype)
         skip = 0  # generate() returns only the new tokens when the prompt holds an image
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from adamms_eval.cache import default_cache_dir
-from adamms_eval.errors import AdammsError
+from ..runtime import cache_root
+from ..errors import AdammsError
 
 from . import world
 
@@ -48,7 +48,7 @@ SPECS = {"full": Spec(), "ci": Spec(hidden=64, layers=2, intermediate=128, visio
 
 
 def default_zoo_dir(size: str = "full", seed: int = 0) -> Path:
-    return default_cache_dir().parent / "zoo" / f"v{VERSION}-{size}-seed{seed}"
+    return cache_root() / "zoo" / f"v{VERSION}-{size}-seed{seed}"
 
 
 def _vocab_round(n: int) -> int:
@@ -101,7 +101,7 @@ def _build(out: Path, seed: int, spec: Spec, log) -> dict:
                               Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor)
     from transformers.utils import logging as hf_logging
 
-    from adamms_eval.tiny import OV_EXTRA, PINPOINTS, QWEN2VL_EXTRA
+    from ..testing.tiny import OV_EXTRA, PINPOINTS, QWEN2VL_EXTRA
 
     from . import tokenizer as ztok
     from .train import accuracy, finetune, pretrain_lm

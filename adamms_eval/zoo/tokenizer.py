@@ -1,13 +1,13 @@
 """The zoo's tokenizer: byte-level BPE trained on the world's text, built the way transformers' Qwen2Tokenizer is.
 
 transformers 5 rebuilds any ``model_type: qwen2`` tokenizer as Qwen2Tokenizer from its vocab and merges, so the
-pre-tokenizer, normaliser and decoder here are Qwen2's (adamms_eval.tiny's); only the vocabulary is the world's.
+pre-tokenizer, normaliser and decoder here are Qwen2's (adamms_eval.testing.tiny's); only the vocabulary is the world's.
 """
 from __future__ import annotations
 
 import json
 
-from adamms_eval.tiny import _QWEN_SPLIT, OV_EXTRA, QWEN2VL_EXTRA, _template
+from ..testing.tiny import _QWEN_SPLIT, OV_EXTRA, QWEN2VL_EXTRA, _template
 
 CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # real Qwen2 ids 151643-151645
 

@@ -1,0 +1,166 @@
+"""Architecture adapters: each JSON file in `architectures/` describes one checkpoint layout alone.
+
+An adapter says, for every tensor name of its checkpoint, which canonical language-model slot it is
+(slot names are those of a plain LLaMA/Qwen2 decoder: `layers.3.self_attn.q_proj.weight`,
+`embed_tokens.weight`, `lm_head.weight`, ...), whether it is a duplicated multimodal copy of a slot
+(`duplicate_of` names the modality the copy processes, e.g. "vision" for CogVLM's vision expert and
+mPLUG-Owl2's multiway.1, so copies match across architectures; `branch` is the copy's own name), a
+modality-only tensor with no counterpart (`group`: vision, projector, ...), or a non-parameter buffer
+that is never merged (`ignore`: rotary `inv_freq` saved by old transformers). A fused tensor lists
+several `slots`, concatenated along dim 0 (CogVLM's QKV = rows of q, k, v).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import AdammsError
+
+ARCH_DIR = Path(__file__).with_name("architectures")
+SLOT_RE = re.compile(
+    r"^(embed_tokens\.weight|norm\.weight|lm_head\.weight|"
+    r"layers\.\d+\.(self_attn\.[qkvo]_proj\.(weight|bias)|mlp\.(gate|up|down)_proj\.weight|"
+    r"(input|post_attention)_layernorm\.weight))$")
+VOCAB_SLOTS = ("embed_tokens.weight", "lm_head.weight")
+
+
+@dataclass(frozen=True)
+class KeyRole:
+    """What one checkpoint tensor is, according to its adapter."""
+    slots: tuple[str, ...] = ()          # canonical LM slots (several = fused along dim 0)
+    duplicate_of: str | None = None      # modality a duplicated multimodal copy processes ("vision")
+    branch: str | None = None            # the copy's own name ("vision_expert", "multiway_vision")
+    group: str = "unrecognised"          # plan group
+    ignored: bool = False                # a buffer the model recomputes: never merged, base copy kept
+
+    @property
+    def is_lm(self) -> bool:
+        return bool(self.slots)
+
+
+def slot_group(slot: str) -> str:
+    if slot.startswith("layers."):
+        return "language model layers"
+    return {"embed_tokens.weight": "embeddings", "lm_head.weight": "lm_head", "norm.weight": "final norm"}[slot]
+
+
+@dataclass(frozen=True)
+class LMShape:
+    """Language-model hyperparameters that must agree between merged models."""
+    family: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    head_dim: int
+    vocab_size: int | None
+
+    def rows(self, slot: str) -> int:
+        """Rows of a q/k/v slot, to split fused tensors."""
+        kind = slot.split(".")[-2]
+        heads = self.num_attention_heads if kind == "q_proj" else self.num_key_value_heads
+        return heads * self.head_dim
+
+    def mismatches(self, other: "LMShape") -> list[str]:
+        fields = ("family", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                  "intermediate_size", "head_dim")
+        return [f"{f} {getattr(self, f)} vs {getattr(other, f)}" for f in fields if getattr(self, f) != getattr(other, f)]
+
+
+class Adapter:
+    def __init__(self, spec: dict, rules: list[dict]):
+        self.name = spec["name"]
+        self.title = spec.get("title", self.name)
+        self.detect_spec = spec.get("detect", {})
+        self.family = spec.get("family")
+        self.family_by_architecture = spec.get("family_by_architecture", {})
+        self.text_config_key = spec.get("text_config")
+        # transformers model_type whose config class reads a flat config.json of this checkpoint (remote-code
+        # models such as CogVLM and mPLUG-Owl2 are LLaMA underneath); default: the LM family
+        self.config_model_type = spec.get("config_model_type")
+        self.rules = [(re.compile(r["match"]), r) for r in rules]
+
+    def classify(self, key: str) -> KeyRole:
+        for pattern, rule in self.rules:
+            m = pattern.match(key)
+            if not m:
+                continue
+            templates = rule.get("slots") or ([rule["slot"]] if "slot" in rule else [])
+            slots = tuple(m.expand(t) for t in templates)
+            bad = [s for s in slots if not SLOT_RE.match(s)]
+            if bad:  # a rule that maps to a non-canonical name is a bug in the adapter file
+                raise AdammsError(f"adapter {self.name}: key {key} maps to unknown slot {bad[0]}")
+            if slots:
+                dup = rule.get("duplicate_of")
+                group = "duplicated multimodal copies" if dup else slot_group(slots[0])
+                return KeyRole(slots, dup, rule.get("branch", dup) if dup else None, group)
+            return KeyRole(group=rule.get("group", "other"), ignored=bool(rule.get("ignore")))
+        return KeyRole()
+
+    def family_of(self, config: dict) -> str:
+        if self.family:
+            return self.family
+        archs = " ".join(config.get("architectures") or [])
+        family = next((f for sub, f in self.family_by_architecture.items() if sub in archs), None)
+        text = config.get(self.text_config_key) if self.text_config_key else None
+        return family or (text or {}).get("model_type") or config.get("model_type", "unknown")
+
+    def text_config(self, config: dict):
+        """The language model's config as transformers reads it: fields the published config.json omits
+        (llava-hf's text_config omits every LlamaConfig default) take the config class's defaults."""
+        from transformers import CONFIG_MAPPING
+        nested = self.text_config_key and isinstance(config.get(self.text_config_key), dict)
+        # nested (llava-hf, transformers 5): the wrapper class builds its text config with the text class's
+        # defaults; flat (liuhaotian, lmms-lab, remote code): the LM family's own class reads the raw JSON
+        model_type = config.get("model_type") if nested else (self.config_model_type or self.family_of(config))
+        if model_type not in CONFIG_MAPPING:
+            raise AdammsError(f"config.json of this {self.name} model has model_type {model_type!r}, which "
+                              "transformers does not know; is this the right architecture (see --base-arch/--other-arch)?")
+        try:
+            return CONFIG_MAPPING[model_type].from_dict(dict(config)).get_text_config()
+        except (TypeError, ValueError, KeyError) as e:
+            raise AdammsError(f"config.json does not read as a {model_type} config ({e}); "
+                              "is this the right architecture (see --base-arch/--other-arch)?") from None
+
+    def lm_shape(self, config: dict) -> LMShape:
+        cfg = self.text_config(config)
+        heads, hidden = cfg.num_attention_heads, cfg.hidden_size
+        return LMShape(self.family_of(config), hidden, cfg.num_hidden_layers, heads,
+                       getattr(cfg, "num_key_value_heads", None) or heads, cfg.intermediate_size,
+                       getattr(cfg, "head_dim", None) or hidden // heads, getattr(cfg, "vocab_size", None))
+
+    def matches(self, config: dict) -> int:
+        """2 = matched by architectures, 1 = by model_type, 0 = no match."""
+        if set(config.get("architectures") or []) & set(self.detect_spec.get("architectures", [])):
+            return 2
+        return 1 if config.get("model_type") in self.detect_spec.get("model_type", []) else 0
+
+
+@lru_cache(maxsize=None)
+def adapters() -> dict[str, Adapter]:
+    specs = {p.stem: json.loads(p.read_text()) for p in sorted(ARCH_DIR.glob("*.json"))}
+
+    def rules_of(spec: dict) -> list[dict]:
+        return spec.get("rules", []) + (rules_of(specs[spec["extends"]]) if "extends" in spec else [])
+
+    return {s["name"]: Adapter(s, rules_of(s)) for s in specs.values()}
+
+
+def detect(config: dict, override: str | None = None, what: str = "model") -> Adapter:
+    known = adapters()
+    names = ", ".join(sorted(known))
+    if override:
+        if override not in known:
+            raise AdammsError(f"unknown architecture '{override}' for the {what}; supported: {names}")
+        return known[override]
+    scored = sorted(((a.matches(config), a.name) for a in known.values()), reverse=True)
+    if not scored or scored[0][0] == 0:
+        found = config.get("architectures") or config.get("model_type")
+        flag = {"base": "--base-arch", "other": "--other-arch", "pretrained": "--pretrained-arch"}.get(what, "the arch override")
+        raise AdammsError(f"unsupported architecture {found!r} for the {what}; supported: {names} "
+                          f"(force one with {flag} NAME)")
+    return known[scored[0][1]]

@@ -1,0 +1,262 @@
+"""lmms-eval model `adamms`: a built-in lmms-eval backend whose weights AdaMMS moves in place.
+
+The base architecture's own lmms-eval wrapper (qwen2_vl, llava_hf) loads the base, builds prompts,
+processes images and generates; `adamms` owns its weights through a LazyMerge. With alpha=auto each
+task first answers a seeded subset at every candidate coefficient, the coefficient with the most
+consistent answers is chosen (AdaMMS searching), then the whole task runs at it.
+Everything that does not depend on lmms-eval (settings, preflight plan, search records) lives in
+adamms_eval.session; this file is the lmms-eval plumbing.
+"""
+from __future__ import annotations
+
+import collections
+import copy
+import inspect
+from pathlib import Path
+
+import torch
+from loguru import logger as eval_logger
+from lmms_eval.api.instance import GenerationResult
+from lmms_eval.api.model import lmms
+from lmms_eval.models import get_model
+
+from ...search.runner import SearchInput
+from ...fingerprints import digest
+from ...errors import AdammsError
+from ...session.session import (BACKENDS, RECORD_NAME, MergeSession, choose_backend, default_device_map,
+                                 default_output_dir, parse_settings)
+
+from .loglikelihood import continuation_nll
+
+HARNESS = "lmms_eval"
+# Set by the adamms model itself, never by the user: passing them would clash with ours.
+_OWN_BACKEND_ARGS = {"self", "pretrained", "device", "batch_size", "max_batch_size"}
+_RUN_NAMES: dict[tuple[str, str], str] = {}  # (base, other) as given -> run name, for lmms-eval's model_name
+
+__all__ = ["Adamms", "BACKENDS", "RECORD_NAME"]
+
+
+def _backend_params(cls) -> set[str] | None:
+    """The keyword arguments a backend accepts: the named arguments of its __init__ and, while an __init__ passes
+    **kwargs on, of its parents' (None when the chain reaches object: anything goes). lmms-eval's built-ins take
+    **kwargs only to assert it is empty, and lmms.__init__ takes none, so their named arguments are the list."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass is object:
+            return None
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names - _OWN_BACKEND_ARGS
+
+
+def _merge_model_name(model_args) -> str | None:
+    """lmms-eval names a run's output folder after `pretrained=` (θ0 here, the one model not evaluated); an
+    adamms run is named after its merge instead."""
+    if isinstance(model_args, str):
+        from lmms_eval.utils import simple_parse_args_string
+        try:
+            model_args = simple_parse_args_string(model_args)
+        except ValueError:
+            return None
+    if not isinstance(model_args, dict):
+        return None
+    return _RUN_NAMES.get((str(model_args.get("base")), str(model_args.get("other"))))
+
+
+def _name_runs_after_the_merge() -> None:
+    from lmms_eval.loggers.evaluation_tracker import GeneralConfigTracker
+    current = GeneralConfigTracker.__dict__["_get_model_name"].__func__
+    if getattr(current, "adamms", False):
+        return
+
+    def _get_model_name(model_args) -> str:
+        return _merge_model_name(model_args) or current(model_args)
+    _get_model_name.adamms = True
+    GeneralConfigTracker._get_model_name = staticmethod(_get_model_name)
+
+
+class Adamms(lmms):
+    is_simple = True
+
+    def __init__(self, batch_size=1, max_batch_size=None, device=None, **options):
+        super().__init__()
+        # Everything is checked before any weights load: settings, backend arguments, the pair's plan.
+        settings, _ = parse_settings(options)
+        self.backend_name = choose_backend(HARNESS, settings.base, settings.backend)
+        try:
+            cls = get_model(self.backend_name, force_simple=True)
+        except ValueError as e:  # lmms-eval's "model not found ... available models: a, b, ..."
+            import difflib
+            known = str(e).partition("available models:")[2].split(",")
+            close = difflib.get_close_matches(self.backend_name, [k.strip() for k in known], n=1)
+            hint = f"did you mean backend={close[0]}? " if close else ""
+            raise AdammsError(f"backend={self.backend_name}: lmms-eval has no such model; {hint}leave backend= out "
+                              "to choose it from the base's config.json") from None
+        settings, backend_kwargs = parse_settings(options, _backend_params(cls),
+                                                  backend_label=f"lmms-eval's {self.backend_name} backend")
+        self.session = MergeSession(settings, self.backend_name, HARNESS)
+        _RUN_NAMES[(str(options["base"]), str(options["other"]))] = self.session.run_name
+        _name_runs_after_the_merge()
+
+        cuda = torch.cuda.is_available()
+        device = device or ("cuda" if cuda else "cpu")
+        default_device_map(backend_kwargs, device, cuda)
+        self.backend = cls(pretrained=settings.base, device=device, batch_size=batch_size, **backend_kwargs)
+        self.backend.task_dict = self.task_dict  # the evaluator fills ours; share the same dict
+        self.merged = self.session.attach(
+            self.backend.model, rank=self.rank, code_files=[__file__, str(Path(__file__).with_name("loglikelihood.py"))],
+            backend_args={**backend_kwargs, "device": device, "batch_size": batch_size},
+            batch_size=int(batch_size) if str(batch_size).isdigit() else None)  # search answers cached per batch
+        self._output_dir: Path | None = None
+        self._device = torch.device(device)
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def model(self):
+        return self.backend.model
+
+    # -- request plumbing ------------------------------------------------------------------------------
+    @staticmethod
+    def _fresh(req):
+        """A copy whose generation settings the backend may mutate (it pops `until`)."""
+        c = copy.copy(req)
+        c.arguments = tuple(copy.deepcopy(a) if isinstance(a, dict) else a for a in req.arguments)
+        return c
+
+    def _by_task(self, requests) -> dict[str, list[int]]:
+        groups = collections.OrderedDict()
+        for i, r in enumerate(requests):
+            groups.setdefault(r.task_name, []).append(i)
+        return groups
+
+    def _note_output_dir(self, requests) -> None:
+        """Where the record goes: beside lmms-eval's results (<output_path>/<model name>/), else search_output,
+        else the documented default folder (logged)."""
+        if self._output_dir is not None or not requests:
+            return
+        cli = getattr(getattr(requests[0].args[2], "__self__", None), "args", None)  # doc_to_visual is bound to the Task
+        if cli is not None and getattr(cli, "output_path", None):
+            from lmms_eval.loggers.evaluation_tracker import GeneralConfigTracker
+            from lmms_eval.utils import sanitize_model_name
+            name = sanitize_model_name(GeneralConfigTracker._get_model_name(cli.model_args))
+            self._output_dir = Path(cli.output_path) / name
+        elif self.session.settings.search_output:
+            self._output_dir = Path(self.session.settings.search_output)
+        else:
+            self._output_dir = default_output_dir(self.session.run_name)
+            if self.rank == 0:
+                eval_logger.warning(f"adamms: no --output_path: the search record goes to {self._output_dir} "
+                                    "(set --output_path, search_output=DIR or $ADAMMS_OUTPUT)")
+
+    def _alpha_for(self, task: str, requests, answer, score) -> float:
+        searched = task in self.session.records
+        real = [r for r in requests if not r.metadata.get("__padding_only__")]
+        alpha = self.session.alpha_for(task, self._search_inputs(real) if self.session.auto else [], answer, score)
+        if self.session.auto and not searched:
+            rec = self.session.records[task]
+            eval_logger.info(f"adamms: {task}: chose {rec['coefficient']}={rec['alpha']} "
+                             f"D={rec['scores']} (n={rec['subset_size']}, {rec['search_seconds']} s)")
+            self._write_records()
+        self.session.set_for(alpha)
+        return alpha
+
+    @staticmethod
+    def _search_inputs(requests) -> list[SearchInput]:
+        docs = collections.OrderedDict()
+        for r in requests:
+            docs.setdefault(r.doc_id, []).append(r)
+        return [SearchInput(d, f"{d}:{digest([str(a) for a in (rs[0].args[0], rs[0].args[1])] + [len(rs)])}", rs)
+                for d, rs in docs.items()]
+
+    # -- lmms API ------------------------------------------------------------------------------------------
+    def generate_until(self, requests):
+        self._note_output_dir(requests)
+        out = [None] * len(requests)
+        for task, idx in self._by_task(requests).items():
+            reqs = [requests[i] for i in idx]
+
+            def answer(inputs):
+                return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
+
+            self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=True))
+            for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
+                out[i] = resp
+        return out
+
+    def loglikelihood(self, requests):
+        self._note_output_dir(requests)
+        out = [None] * len(requests)
+        for task, idx in self._by_task(requests).items():
+            reqs = [requests[i] for i in idx]
+
+            def answer(inputs):  # a multiple-choice input answers with its most likely choice
+                return [min(i.payload, key=lambda r: self._nll(r)[0]).args[1].strip() for i in inputs]
+
+            self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=False))
+            for i, r in zip(idx, reqs):
+                out[i] = GenerationResult(text=self._nll(r))  # lmms-eval would stringify a bare tuple
+        return out
+
+    def _nll(self, req) -> tuple[float, bool]:
+        ctx, continuation, doc_to_visual, doc_id, task, split = req.args
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
+        return continuation_nll(self.backend, self.backend_name, ctx, continuation, visuals)
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError("adamms does not support multi-round generation yet")
+
+    # -- reporting -----------------------------------------------------------------------------------------
+    def _scorer(self, reqs, generate: bool):
+        """search_report=full: the task's own score of each candidate's subset answers, i.e. its process_results
+        per doc and its aggregation functions over the subset (uses labels; for the record and plot only)."""
+        task_obj = getattr(reqs[0].args[2], "__self__", None)
+        if task_obj is None:
+            return None
+        task, split = reqs[0].task_name, reqs[0].args[5]
+
+        def score(alpha, answers: dict) -> dict:
+            per_metric = collections.defaultdict(list)
+            for doc_id, ans in answers.items():
+                doc = self.task_dict[task][split][doc_id]
+                if generate:
+                    res = task_obj.process_results(doc, [ans])
+                else:  # lmms-eval takes the argmin of the choices' losses: the answer gets the smallest
+                    choices = task_obj.doc_to_choice(doc)
+                    res = task_obj.process_results(doc, [(0.0 if c.strip() == ans else 1.0, False) for c in choices])
+                for metric, value in res.items():
+                    per_metric[metric].append(value)
+            aggregations = task_obj.aggregation()
+            out = {}
+            for metric, items in per_metric.items():
+                fn = aggregations.get(metric)
+                if fn is None:
+                    continue  # lmms-eval reports only metrics with an aggregation too
+                kw = {"args": task_obj.args} if "args" in inspect.signature(fn).parameters else {}
+                try:
+                    out[metric] = float(fn(items, **kw))
+                except Exception as e:
+                    raise AdammsError(f"{metric}: its aggregation {getattr(fn, '__name__', fn)} fails on the "
+                                      f"{len(items)}-doc search subset ({type(e).__name__}: {e})") from None
+            return out
+        return score
+
+    def _write_records(self) -> None:
+        if self.rank != 0 or self._output_dir is None:
+            return
+        self.session.write_records(self._output_dir)
+
+    def clean(self):
+        if self._output_dir is None:
+            self._output_dir = Path(self.session.settings.search_output or default_output_dir(self.session.run_name))
+        self._write_records()
+        if self.rank == 0:
+            eval_logger.info(f"adamms: search record -> {self._output_dir / RECORD_NAME}")
+        super().clean()

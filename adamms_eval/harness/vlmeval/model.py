@@ -1,0 +1,325 @@
+"""VLMEvalKit model `AdammsVLM`: the base architecture's own VLMEvalKit wrapper, with weights AdaMMS moves in place.
+
+Prompts, message preparation, generation settings and answer post-processing are the built-in wrapper's
+(Qwen2-VL: `Qwen2VLChat` with its prompt mixin; LLaVA-OneVision hf: `LLaVA_OneVision_HF`; LLaVA-1.5 hf:
+`LLaVA_Next`, whose hf code path serves `LlavaForConditionalGeneration`), inherited, not copied. Only
+loading differs: we load the model (any device, any dtype; the wrappers assume one CUDA GPU, fp16 and
+flash-attention), send the processor's inputs to the model's device and dtype instead of their hard-coded
+`'cuda'`, and hand the weights to a `LazyMerge` (adamms_eval.session).
+
+With alpha=auto, VLMEvalKit's `infer_data` calls `set_dump_image(dataset.dump_image)` before the first
+`generate` of every dataset: there the whole dataset is visible (`dump_image.__self__.data`, after
+`--limit`, the same on every rank), so the seeded subset is drawn from its rows, each subset prompt is
+built as the inference loop builds it, answered at every candidate, and the dataset then runs at the
+chosen coefficient. The record goes beside VLMEvalKit's prediction files.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ...fingerprints import digest
+from ...errors import AdammsError
+from ...session.session import MergeSession, default_output_dir, lmms_spell, parse_settings, register_backend
+
+from .importing import vlmeval_modules
+
+vlmeval_modules()  # quiet import, or a one-line error naming the extra
+from vlmeval.smp import dump, get_rank_and_world_size  # noqa: E402
+from vlmeval.vlm import LLaVA_Next, LLaVA_OneVision_HF, Qwen2VLChat  # noqa: E402
+from vlmeval.vlm.qwen2_vl.prompt import Qwen2VLPromptMixin  # noqa: E402
+
+log = logging.getLogger("adamms_eval")
+HARNESS = "vlmeval"  # adamms_eval.session.session / cache name for VLMEvalKit
+LOAD_KEYS = ("dtype", "device_map", "attn_implementation")
+
+
+def _signature_defaults(cls) -> dict:
+    """The wrapper's own constructor defaults (generation settings), so ours stay VLMEvalKit's."""
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+class _OnModelDevice:
+    """The wrapper's processor, except that `inputs.to('cuda'[, torch.float16])` goes to the model's device
+    (and, where a dtype is asked for, the model's dtype): the wrapper's generation code runs unchanged."""
+
+    def __init__(self, processor, model):
+        self._processor, self._model = processor, model
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)
+
+    def __call__(self, *args, **kwargs):
+        if args and isinstance(args[0], str):  # LLaVA_Next calls (prompt, images): transformers 4's order
+            kwargs.update(zip(("text", "images"), args))
+            args = ()
+        out = self._processor(*args, **kwargs)
+        move, model = out.to, self._model
+
+        def to(*targs, **tkwargs):
+            wants_dtype = any(isinstance(a, torch.dtype) for a in targs) or "dtype" in tkwargs
+            return move(model.device, model.dtype) if wants_dtype else move(model.device)
+        out.to = to
+        return out
+
+
+class _GenerateOverrides:
+    """The model, except that `generate` applies the user's settings over a wrapper's literal ones
+    (LLaVA_OneVision_HF passes max_new_tokens=2048 in its call)."""
+
+    def __init__(self, model, overrides: dict):
+        self._model, self._overrides = model, overrides
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def generate(self, *args, **kwargs):
+        return self._model.generate(*args, **{**kwargs, **self._overrides})
+
+
+def _work_dir_of_caller() -> Path | None:
+    """`work_dir` of the calling `vlmeval.inference.infer_data`: where VLMEvalKit writes this model's files."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "infer_data" and "work_dir" in frame.f_locals:
+            return Path(frame.f_locals["work_dir"])
+        frame = frame.f_back
+    return None
+
+
+def message_key(message: list[dict]) -> list:
+    """A prompt's identity for the cache: its texts, and its images by file name (the folder is VLMEvalKit's)."""
+    return [(m["type"], Path(m["value"]).name if m["type"] != "text" else m["value"]) for m in message]
+
+
+class AdammsMixin:
+    """Loading, merging and the per-dataset search; the VLMEvalKit wrapper after it in the MRO does the rest."""
+
+    MODEL_CLASS = PROCESSOR_CLASS = WRAPPER = None  # transformers class names and the VLMEvalKit wrapper
+    session: MergeSession | None = None
+
+    def _adamms_init(self, base, session: MergeSession | None, load_kwargs: dict | None, wrapper_kwargs: dict):
+        """Load the base (any device and dtype), wrap its processor, and let the session own its weights.
+        Everything given to the wrapper and the loader is part of the search cache's identity."""
+        import transformers
+        load_kwargs = dict(load_kwargs or {})
+        dtype, device_map = load_kwargs.get("dtype", "auto"), load_kwargs.get("device_map")
+        attn_implementation = load_kwargs.get("attn_implementation")
+        device_map = device_map or ("cuda" if torch.cuda.is_available() else "cpu")
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = getattr(transformers, self.MODEL_CLASS).from_pretrained(str(base), dtype=dtype,
+                                                                       device_map=device_map, **extra)
+        self.raw_model = self.model = model.eval()
+        self.processor = _OnModelDevice(getattr(transformers, self.PROCESSOR_CLASS).from_pretrained(str(base)),
+                                        self.raw_model)
+        self.model_path = str(base)
+        self.session = session
+        if session is not None:
+            session.attach(self.raw_model, rank=get_rank_and_world_size()[0], base_tokenizer=str(base),
+                           backend_args={**load_kwargs, **wrapper_kwargs}, code_files=[__file__])
+
+    # -- VLMEvalKit hooks ------------------------------------------------------------------------------
+    def set_dump_image(self, dump_image_func):
+        super().set_dump_image(dump_image_func)
+        if self.session is None:
+            return
+        dataset = getattr(dump_image_func, "__self__", None)
+        folder = (Path(self.session.settings.search_output) if self.session.settings.search_output
+                  else _work_dir_of_caller() or default_output_dir(self.session.run_name))
+        rank = get_rank_and_world_size()[0]
+        if not self.session.auto:
+            if rank == 0:
+                self.session.write_records(folder)
+            return
+        if dataset is None or not hasattr(dataset, "data"):
+            raise AdammsError("alpha=auto needs the dataset: set_dump_image got a function that is not a VLMEvalKit "
+                              "dataset's bound dump_image; give a fixed alpha")
+        name = dataset.dataset_name
+        if name not in self.session.records:
+            self._reuse_record(folder, name, len(dataset.data))
+        searched = name in self.session.records
+
+        def answer(todo):
+            return [str(self.generate(message=copy.deepcopy(i.payload), dataset=name)) for i in todo]
+        alpha = self.session.alpha_for(name, self._search_inputs(dataset), answer, self._scorer(dataset))
+        if not searched and rank == 0:
+            rec = self.session.records[name]
+            log.info("adamms: %s: chose %s=%s D=%s (n=%s, %s s)", name, rec["coefficient"], rec["alpha"],
+                     rec["scores"], rec["subset_size"], rec["search_seconds"])
+            self.session.write_records(folder)
+        self.session.set_for(alpha)
+
+    def _reuse_record(self, folder: Path, name: str, size: int) -> None:
+        """A resumed run takes the α its earlier run chose for this dataset (same settings, same rows) from the
+        record, without searching: under torchrun a rank whose rows are all done never reaches set_dump_image,
+        and the others must not wait for it in the search's gather."""
+        import json
+        from ...session.session import RECORD_NAME
+        try:
+            old = json.loads((folder / RECORD_NAME).read_text())
+        except (OSError, ValueError):
+            return
+        rec = old.get("tasks", {}).get(name) if old.get("run", {}).get("run_name") == self.session.run_name else None
+        if rec and rec.get("task_size") == size and "alpha" in rec:
+            self.session.records[name] = rec
+            log.info("adamms: %s: alpha=%s from the record of the earlier run (%s)", name, rec["alpha"], folder)
+
+    def _prompt(self, dataset, row):
+        """The prompt `vlmeval.inference.infer_data` builds for this row (its three-way choice, in its order)."""
+        name = dataset.dataset_name
+        if getattr(dataset, "force_use_dataset_prompt", False):
+            return dataset.build_prompt(row)
+        if self.use_custom_prompt(name):
+            return self.build_prompt(row, dataset=name)
+        return dataset.build_prompt(row)
+
+    def _search_inputs(self, dataset):
+        """This rank's rows (infer_data's sharding) as SearchInputs carrying their prompts. The cache key is
+        the prompt; the wrapper's arguments and versions are in the cache's identity (session.attach)."""
+        from ...search.runner import SearchInput
+        rank, world = get_rank_and_world_size()
+        rows = dataset.data.iloc[list(range(rank, len(dataset.data), world))]
+        out = []
+        for i in range(len(rows)):
+            index, message = rows.iloc[i]["index"], self._prompt(dataset, rows.iloc[i])
+            out.append(SearchInput(index, f"{index}:{digest(message_key(message))}", message))
+        return out
+
+    def _scorer(self, dataset):
+        """search_report=full: the dataset's own scorer (exact-matching judge) on the subset at each candidate."""
+        def score(alpha, answers: dict) -> dict:
+            data = dataset.data[dataset.data["index"].isin(list(answers))].copy()
+            data["prediction"] = [answers[i] for i in data["index"]]
+            data = data.drop(columns=[c for c in ("image",) if c in data])
+            with tempfile.TemporaryDirectory() as tmp:
+                f = str(Path(tmp) / f"adamms_{dataset.dataset_name}.xlsx")
+                dump(data, f)
+                result = dataset.evaluate(f, model="exact_matching", nproc=1)
+            return _numbers(result)
+        return score
+
+
+def _numbers(result) -> dict:
+    """A VLMEvalKit score (dict or one-row / one-column DataFrame) as {metric: number}."""
+    import pandas as pd
+    if isinstance(result, pd.DataFrame):
+        one_row = len(result) == 1
+        result = result.iloc[0].to_dict() if one_row else result.set_index(result.columns[0]).iloc[:, 0].to_dict()
+    out = {}
+    for k, v in dict(result).items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+class AdammsQwen2VL(AdammsMixin, Qwen2VLChat):
+    MODEL_CLASS, PROCESSOR_CLASS, WRAPPER = "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", Qwen2VLChat
+    KWARGS = set(_signature_defaults(Qwen2VLChat)) | {"fps", "nframe"}
+
+    def __init__(self, base, session=None, load_kwargs=None, **kwargs):
+        # Qwen2VLChat.__init__ asserts a GPU and flash-attention: set what it sets, from its own defaults.
+        s = {**_signature_defaults(Qwen2VLChat), **kwargs}
+        Qwen2VLPromptMixin.__init__(self, use_custom_prompt=s["use_custom_prompt"])  # then BaseModel.__init__
+        self.min_pixels, self.max_pixels, self.total_pixels = s["min_pixels"], s["max_pixels"], s["total_pixels"]
+        self.max_new_tokens = s["max_new_tokens"]
+        self.generate_kwargs = {k: s[k] for k in ("max_new_tokens", "top_p", "top_k", "temperature",
+                                                  "repetition_penalty", "do_sample")}
+        self.system_prompt, self.verbose, self.post_process = s["system_prompt"], s["verbose"], s["post_process"]
+        self.fps, self.nframe = s.get("fps", 2), s.get("nframe", 128)
+        self.use_audio_in_video, self.FRAME_FACTOR = s["use_audio_in_video"], 2
+        self.use_vllm = self.use_lmdeploy = False
+        self._adamms_init(base, session, load_kwargs, kwargs)
+
+
+class AdammsLlavaOneVision(AdammsMixin, LLaVA_OneVision_HF):
+    MODEL_CLASS, PROCESSOR_CLASS = "LlavaOnevisionForConditionalGeneration", "AutoProcessor"
+    WRAPPER, KWARGS = LLaVA_OneVision_HF, None  # leftover kwargs are generation settings
+
+    def __init__(self, base, session=None, load_kwargs=None, **kwargs):
+        super(LLaVA_OneVision_HF, self).__init__()  # BaseModel's; LLaVA_OneVision_HF.__init__ loads fp16 on 'cuda'
+        self.video_kwargs = kwargs.pop("video_kwargs", {})
+        self.force_sample = self.video_kwargs.get("force_sample", False)
+        self.nframe, self.fps = kwargs.pop("nframe", 8), 1
+        self._adamms_init(base, session, load_kwargs, kwargs)
+        self.model = _GenerateOverrides(self.raw_model, kwargs)
+
+
+class AdammsLlava(AdammsMixin, LLaVA_Next):
+    MODEL_CLASS, PROCESSOR_CLASS, WRAPPER, KWARGS = "LlavaForConditionalGeneration", "AutoProcessor", LLaVA_Next, None
+
+    def __init__(self, base, session=None, load_kwargs=None, **kwargs):
+        super(LLaVA_Next, self).__init__()  # BaseModel's; LLaVA_Next.__init__ loads fp16 on 'cuda'
+        self.kwargs = {**dict(do_sample=False, temperature=0, max_new_tokens=2048, top_p=None, num_beams=1),
+                       **kwargs}  # LLaVA_Next's generation defaults, user kwargs over them (as it does)
+        self._adamms_init(base, session, load_kwargs, kwargs)
+
+
+WRAPPERS = {"qwen2_vl": AdammsQwen2VL, "llava_onevision": AdammsLlavaOneVision, "llava": AdammsLlava}
+from .ports import PORT_WRAPPERS  # noqa: E402  (our CogVLM / mPLUG-Owl2 ports; needs AdammsMixin above)
+WRAPPERS.update(PORT_WRAPPERS)
+for _model_type, _cls in WRAPPERS.items():
+    register_backend(HARNESS, _model_type, _cls.WRAPPER.__name__)
+
+
+def resolve_model_dir(path) -> str:
+    """A model directory, or a hub id resolved through the Hugging Face cache (downloads unless HF_HUB_OFFLINE=1)."""
+    if path is None or Path(str(path)).expanduser().is_dir():
+        return None if path is None else str(Path(str(path)).expanduser())
+    if str(path).count("/") == 1 and not str(path).startswith((".", "/", "~")):
+        from huggingface_hub import snapshot_download
+        try:
+            return snapshot_download(str(path))
+        except Exception as e:  # offline and not cached, unknown repo, no network
+            raise AdammsError(f"{path}: not a local model directory, and the hub id could not be resolved "
+                              f"({type(e).__name__}); pass the folder that holds config.json") from None
+    raise AdammsError(f"{path}: no such model directory; pass the folder that holds config.json")
+
+
+def wrapper_class(base: str):
+    from ...arch.checkpoint import load_config
+    model_type = load_config(base).get("model_type")
+    if model_type not in WRAPPERS:
+        raise AdammsError(f"no VLMEvalKit wrapper known for model_type {model_type!r} of {base}; "
+                          f"supported: {', '.join(sorted(WRAPPERS))}")
+    return WRAPPERS[model_type]
+
+
+def refuse_merge_settings(base, kwargs: dict, spell=lmms_spell) -> None:
+    """Without `other` nothing is merged: a merge setting there is a mistake, not something to ignore."""
+    from ...merging.methods import REGISTRY
+    from ...session.session import SETTINGS
+    merge_only = sorted(k for k in kwargs if k in SETTINGS or any(k in m.params for m in REGISTRY.values()))
+    if merge_only:
+        raise AdammsError(f"{spell(merge_only[0], kwargs[merge_only[0]])} merges into the base: add "
+                          f"{spell('other', 'DIR')} (without it, {base} runs unmerged)")
+
+
+def AdammsVLM(base: str, other: str | None = None, use_vllm: bool = False, spell=lmms_spell, **kwargs):  # noqa: N802
+    """The adamms model for the base's architecture (a VLMEvalKit model "class": `{"class": "AdammsVLM", ...}`).
+
+    Keywords: adamms settings (alpha, method and its parameters, pretrained, alphas, search_samples,
+    search_seed, metric, cache_dir, storage, search_output, ...; see adamms_eval.session), loading
+    (dtype, device_map, attn_implementation), and the wrapper's own (max_new_tokens, min_pixels, ...).
+    Without `other` it is the plain wrapper on `base` (no merge) that also runs on CPU."""
+    if use_vllm:
+        raise AdammsError("AdammsVLM generates with transformers; drop --use-vllm")
+    base, other = resolve_model_dir(base), resolve_model_dir(other)
+    if kwargs.get("pretrained"):
+        kwargs["pretrained"] = resolve_model_dir(kwargs["pretrained"])
+    cls = wrapper_class(base)
+    load_kwargs = {k: kwargs.pop(k) for k in LOAD_KEYS if k in kwargs}
+    if other is None:
+        refuse_merge_settings(base, kwargs, spell)
+        return cls(base, None, load_kwargs, **kwargs)
+    settings, wrapper_kwargs = parse_settings({"base": base, "other": other, **kwargs}, backend_params=cls.KWARGS,
+                                              spell=spell, backend_label=f"VLMEvalKit's {cls.WRAPPER.__name__}")
+    session = MergeSession(settings, cls.WRAPPER.__name__, harness=HARNESS, spell=spell)  # preflight, before loading
+    return cls(base, session, load_kwargs, **wrapper_kwargs)

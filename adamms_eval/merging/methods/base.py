@@ -1,0 +1,165 @@
+"""What every merge method is: a per-tensor path θ(λ) = A + λ·B, declared parameters with mergekit's names and
+defaults, the coefficient's name and range, and the registry the methods add themselves to (one module each).
+
+Arithmetic is fp32; A and B are stored in the base tensor's dtype and `Path.point` applies one torch
+kernel to them, so a streamed merge and an in-place switch of a loaded model give the same bits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from ...errors import AdammsError
+from ..kernels import merged_delta
+
+
+@dataclass
+class Path:
+    a: torch.Tensor
+    b: torch.Tensor
+    kind: str  # "lerp": lerp(a, b, λ); "axpy": a + λ·b
+    private_b: bool = False  # b belongs to this path alone (not a checkpoint tensor): a one-off point may reuse it
+
+    def point(self, lam: float, out: torch.Tensor | None = None) -> torch.Tensor:
+        if self.kind == "lerp":
+            return torch.lerp(self.a, self.b, lam, out=out)
+        return torch.add(self.a, self.b, alpha=lam, out=out)
+
+    def to(self, device=None, non_blocking: bool = False, pin: bool = False) -> "Path":
+        a, b = (t.to(device, non_blocking=non_blocking) for t in (self.a, self.b))
+        if pin:
+            a, b = a.pin_memory(), b.pin_memory()
+        return Path(a, b, self.kind)
+
+
+def _bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    if str(v).lower() in ("1", "true", "yes"):
+        return True
+    if str(v).lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected true/false, got {v!r}")
+
+
+def _weights(v) -> tuple[float, float]:
+    """`weight=0.5` for both models or `weight=0.3,0.7` for (base, other)."""
+    if isinstance(v, (int, float)):
+        return float(v), float(v)
+    parts = [float(x) for x in str(v).split(",")] if isinstance(v, str) else [float(x) for x in v]
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) != 2:
+        raise ValueError("give one weight or two (base,other)")
+    return parts[0], parts[1]
+
+
+def _density(v) -> float:
+    d = float(v)
+    if not 0.0 < d <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {d}")
+    return d
+
+
+def _choice(*options):
+    def parse(v):
+        v = str(v).lower()
+        if v not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {v!r}")
+        return v
+    return parse
+
+
+def _rescale(v) -> str:
+    """mergekit's rescale=true keeps the L1 norm; 'density' divides by density (paper / peft)."""
+    s = str(v).lower()
+    if s in ("density", "l1"):
+        return s
+    return "l1" if _bool(v) else "none"
+
+
+Combine = Callable[[list[torch.Tensor]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Param:
+    default: object
+    parse: Callable
+    help: str
+
+
+REGISTRY: dict[str, type["MergeMethod"]] = {}
+
+
+def register(cls):
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+class MergeMethod:
+    name = ""
+    coefficient = "lambda"             # the parameter that moves along the path
+    coefficient_range = (0.0, None)
+    # λ = 0 is θ0 (the bare language model) and λ = 1 the method's own merge; the grid brackets 1 and the
+    # mean of two task vectors (λ = 0.5 with weight 1), so the usual settings are interior candidates.
+    default_alphas = "0.2:1.4:0.2"
+    needs_pretrained = True
+    statistics_include_vocab = False  # whole-model statistics (prepare) over embeddings / lm_head rows too
+    params: dict[str, Param] = {}
+    preset: str | None = None
+
+    @classmethod
+    def param_names(cls) -> set[str]:
+        """Every name this method accepts: its parameters and its coefficient."""
+        return set(cls.params) | {cls.coefficient}
+
+    def __init__(self, values: dict):
+        unknown = set(values) - set(self.params) - {self.coefficient}
+        if unknown:
+            raise AdammsError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(self.params) or 'none'}")
+        self.p = {}
+        for name, spec in self.params.items():
+            try:
+                self.p[name] = spec.parse(values.get(name, spec.default))
+            except (TypeError, ValueError) as e:
+                raise AdammsError(f"{self.name}: bad value for {name}: {e}") from None
+        self.default_coefficient = float(values[self.coefficient]) if self.coefficient in values else None
+
+    def check_coefficient(self, lam: float) -> float:
+        lo, hi = self.coefficient_range
+        lam = float(lam)
+        if lam != lam or lam < lo or (hi is not None and lam > hi):
+            rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise AdammsError(f"{self.name}: {self.coefficient} {lam} is outside {rng}; pick a value in range")
+        return lam
+
+    def describe(self) -> dict:
+        out = {"method": self.name, "coefficient": self.coefficient, "params": self.p}
+        return {**out, "preset": self.preset} if self.preset else out
+
+    def prepare(self, task_vectors: Callable[[], Iterator[tuple[str, list[torch.Tensor]]]]) -> None:
+        """Whole-model statistics (MetaGPT norms, global TIES threshold); most methods need none."""
+
+    def path(self, key: str, base: torch.Tensor, other: torch.Tensor, theta0: torch.Tensor | None) -> Path:
+        models = [base, other]
+        delta = merged_delta(theta0, models, base.dtype, self.combiner(key, models, theta0))
+        return Path(theta0.to(base.dtype), delta, "axpy", private_b=True)
+
+    def combiner(self, key: str, models: list[torch.Tensor], theta0: torch.Tensor) -> Combine:
+        """The function that merges one chunk of fp32 task vectors [τ_base, τ_other] (fresh: may be overwritten)."""
+        raise NotImplementedError
+
+
+def _sum_into_first(chunks):
+    for t in chunks[1:]:
+        chunks[0].add_(t)
+    return chunks[0]
+
+
+def _weighted_sum(taus, weights, normalize=False):
+    """Σ w_i·τ_i [/ Σ w_i], in place in the first chunk."""
+    out = _sum_into_first([t.mul_(w) for t, w in zip(taus, weights)])
+    return out.div_(sum(weights)) if normalize else out

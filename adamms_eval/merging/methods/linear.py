@@ -1,0 +1,16 @@
+"""linear: AdaMMS's merge (paper eq. 1), θ(α) = lerp(θ_base, f(θ_base), α), stored as its two end points."""
+from __future__ import annotations
+
+from .base import MergeMethod, Path, register
+
+
+@register
+class Linear(MergeMethod):
+    name = "linear"
+    coefficient = "alpha"
+    coefficient_range = (0.0, 1.0)
+    default_alphas = "0:0.6:0.1"  # paper 4.4: α ≥ 0.7 collapses language ability; granularity 0.1
+    needs_pretrained = False
+
+    def path(self, key, base, other, theta0):
+        return Path(base, other.to(base.dtype), "lerp")

@@ -1,0 +1,110 @@
+"""The per-task coefficient search, independent of any harness.
+
+A harness wrapper hands over a task's inputs (keyed by doc id) and a function that answers a list
+of them with the model as it currently is; `CoefficientSearch` moves the LazyMerge through the
+candidates, answers a seeded subset at each (reusing cached answers), and picks the coefficient
+with `select_alpha`. Under torch.distributed every rank answers its own share of the subset and the
+answers are gathered, so every rank picks the same coefficient.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from ..runtime import all_gather
+from .cache import GenerationCache
+from ..errors import AdammsError
+from .rule import draw_subset, select_alpha
+
+log = logging.getLogger("adamms_eval")
+DEFAULT_BATCH = 8
+
+
+@dataclass
+class SearchInput:
+    doc_id: Any
+    key: str          # identifies the input's prompt and settings in the cache
+    payload: Any      # whatever the harness needs to answer it
+
+
+class CoefficientSearch:
+    """`batch_size`: answers are requested from the harness and appended to the cache this many at a time, so
+    a crash loses at most one batch. Batches are fixed slices of the rank's share of the subset, the same in
+    a resumed run, so a backend that batches sees the same company for each input."""
+
+    def __init__(self, merged, alphas: list[float], samples: int = 100, seed: int = 0, metric: str = "exact",
+                 embedding_model: str | None = None, cache_dir=None, identity: dict | None = None,
+                 gather: Callable = all_gather, progress: bool = True, batch_size: int = DEFAULT_BATCH):
+        self.merged, self.alphas = merged, [merged.method.check_coefficient(a) for a in alphas]
+        self.samples, self.seed, self.metric, self.embedding_model = samples, seed, metric, embedding_model
+        self.cache_dir, self.identity, self.gather, self.progress = cache_dir, identity or {}, gather, progress
+        if int(batch_size) < 1:
+            raise AdammsError(f"search batch size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+
+    def run(self, task: str, inputs: list[SearchInput], answer: Callable[[list[SearchInput]], list[str]],
+            score: Callable[[float, dict], dict] | None = None, rank: int | None = None) -> dict:
+        started = time.time()
+        local = {i.doc_id: i for i in inputs}
+        all_ids = sorted({d for ids in self.gather(sorted(local)) for d in ids})
+        if not all_ids:
+            raise AdammsError(f"alpha=auto: task {task} has no inputs to search on; give the task data or a fixed alpha")
+        subset = draw_subset(all_ids, self.samples, self.seed)
+        notes = []
+        if self.samples > len(all_ids):
+            notes.append(f"search_samples={self.samples} is larger than the task ({len(all_ids)} inputs): using all")
+            log.warning("%s: %s", task, notes[-1])
+        mine = [local[d] for d in subset if d in local]
+        cache = GenerationCache(self.cache_dir, self.identity, task, rank) if self.cache_dir else None
+        # every rank reads every rank's file: the same note and count on each, so keep one
+        dropped = max(self.gather(cache.dropped_lines if cache else 0))
+        notes += sorted({n for n in self.gather(cache.note if cache else "") if n})
+        got = {a: {i.doc_id: r for i in mine if (r := cache.get(a, i.key)) is not None} if cache else {}
+               for a in self.alphas}
+        reused = sum(len(g) for g in got.values())
+        generated = len(self.alphas) * len(mine) - reused
+        batches = [mine[j:j + self.batch_size] for j in range(0, len(mine), self.batch_size)]
+        with tqdm(total=generated, desc=f"adamms search {task}", disable=not self.progress) as bar:
+            for alpha in self.alphas:
+                if len(got[alpha]) == len(mine):
+                    continue  # every answer of this candidate is cached: no need to move the weights
+                self.merged.set(alpha)
+                bar.set_postfix_str(f"{self.merged.method.coefficient}={alpha:g}")
+                for batch in batches:
+                    todo = [i for i in batch if i.doc_id not in got[alpha]]
+                    if not todo:
+                        continue
+                    fresh = list(answer(todo))
+                    if len(fresh) != len(todo):
+                        raise AdammsError(f"the harness answered {len(fresh)} of {len(todo)} search inputs of {task}")
+                    if cache:
+                        cache.put(alpha, {i.key: r for i, r in zip(todo, fresh)})
+                    got[alpha].update((i.doc_id, r) for i, r in zip(todo, fresh))
+                    bar.update(len(todo))
+        merged_answers: dict[float, dict] = {a: {} for a in self.alphas}
+        for part in self.gather(got):
+            for a, answers in part.items():
+                merged_answers[a].update(answers)
+        responses = {a: [merged_answers[a][d] for d in subset] for a in self.alphas}
+        result = select_alpha(responses, self.metric, self.embedding_model)
+        counts = [sum(x) for x in zip(*self.gather([generated, reused]))]
+        record = {**result.to_json(), "coefficient": self.merged.method.coefficient, "candidates": self.alphas,
+                  "subset_size": len(subset), "task_size": len(all_ids), "search_seed": self.seed,
+                  "generations": counts[0], "reused_from_cache": counts[1], "cache_lines_dropped": dropped,
+                  "alpha_per_rank": self.gather(result.alpha),
+                  "search_seconds": round(time.time() - started, 2), "notes": notes}
+        if score is not None:
+            record["task_scores"] = _transpose({a: score(a, dict(zip(subset, responses[a]))) for a in self.alphas})
+        return record
+
+
+def _transpose(by_alpha: dict[float, dict]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for alpha, metrics in by_alpha.items():
+        for name, value in metrics.items():
+            out.setdefault(name, {})[str(alpha)] = value
+    return out
