@@ -58,7 +58,7 @@ def main(argv=None) -> None:
 
     from adamms_eval.merging.merger import open_merger, write_merged
     from adamms_eval.testing.tiny import build_zoo
-    from adamms_eval.harness.vlmeval.model import AdammsVLM
+    from adamms_eval.harness.vlmeval.wrappers import AdammsVLM
 
     zoo = build_zoo(a.workdir / "zoo", ["qwen2_vl", "llava_ov_hf"])
     merged = a.workdir / f"merged_{a.alpha}"

@@ -105,7 +105,7 @@ def test_coefficient_names_and_defaults():
     """alpha= and lambda= name the same coefficient (agreeing values are fine); the default grid is the method's."""
     from adamms_eval.merging.methods import default_candidates
     from adamms_eval.search.rule import parse_alphas
-    from adamms_eval.session.session import parse_settings
+    from adamms_eval.session import parse_settings
     s, _ = parse_settings({"base": "a", "other": "b", "alpha": 0.3, "lambda": "0.30"})
     assert (s.alpha, s.coefficient, s.given_as) == (0.3, "alpha", "alpha")
     s, _ = parse_settings({"base": "a", "other": "b", "method": "paper_ties", "pretrained": "p", "lambda": "auto"})

@@ -69,7 +69,7 @@ def test_port_base_auto_search(zoo, env, tmp_path):
 def test_cogvlm_folder_without_tokenizer_takes_tokenizer_keyword(zoo, env, tmp_path):
     import shutil
     from adamms_eval.errors import AdammsError
-    from adamms_eval.harness.vlmeval.model import AdammsVLM
+    from adamms_eval.harness.vlmeval.wrappers import AdammsVLM
     bare = tmp_path / "cogvlm"
     shutil.copytree(zoo["cogvlm"], bare, ignore=shutil.ignore_patterns("tokenizer*", "chat_template*"))
     with pytest.raises(AdammsError, match="no tokenizer and none was given.*tokenizer=PATH"):

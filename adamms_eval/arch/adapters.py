@@ -8,6 +8,9 @@ mPLUG-Owl2's multiway.1, so copies match across architectures; `branch` is the c
 modality-only tensor with no counterpart (`group`: vision, projector, ...), or a non-parameter buffer
 that is never merged (`ignore`: rotary `inv_freq` saved by old transformers). A fused tensor lists
 several `slots`, concatenated along dim 0 (CogVLM's QKV = rows of q, k, v).
+
+Every file is checked against the schema below when read (an unknown key or a malformed rule names the file and
+the fix). `_shared.json` holds rules every adapter applies before its own (old transformers' `inv_freq` buffers).
 """
 from __future__ import annotations
 
@@ -140,14 +143,79 @@ class Adapter:
         return 1 if config.get("model_type") in self.detect_spec.get("model_type", []) else 0
 
 
+SHARED = "_shared"
+SPEC_KEYS = {"name", "title", "detect", "family", "family_by_architecture", "text_config", "config_model_type",
+             "extends", "rules"}
+DETECT_KEYS = {"architectures", "model_type"}
+RULE_KEYS = {"match", "slot", "slots", "duplicate_of", "branch", "group", "ignore"}
+
+
+def _check_spec(spec, file: Path, known: set[str]) -> None:
+    """The adapter schema; a violation is a bug in the file, reported with its name and the fix."""
+    def bad(what: str):
+        raise AdammsError(f"architecture file {file.name}: {what}")
+    if not isinstance(spec, dict):
+        bad("must be a JSON object")
+    allowed = {"title", "rules"} if file.stem == SHARED else SPEC_KEYS
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        bad(f"unknown key {unknown[0]!r}{suggest_key(unknown[0], allowed)}; allowed: {', '.join(sorted(allowed))}")
+    if file.stem != SHARED:
+        if spec.get("name") != file.stem:
+            bad(f"name {spec.get('name')!r} must be the file's stem {file.stem!r}")
+        if not isinstance(spec.get("detect"), dict) or set(spec["detect"]) - DETECT_KEYS:
+            bad(f"detect must be an object with {' and/or '.join(sorted(DETECT_KEYS))}")
+        if "extends" in spec and spec["extends"] not in known:
+            bad(f"extends {spec['extends']!r}, which is not an architecture file here")
+        if "rules" not in spec and "extends" not in spec:
+            bad("needs rules (or extends another architecture)")
+    for i, rule in enumerate(spec.get("rules", [])):
+        where = f"rules[{i}]"
+        if not isinstance(rule, dict) or "match" not in rule:
+            bad(f"{where} needs a match regex")
+        unknown = sorted(set(rule) - RULE_KEYS)
+        if unknown:
+            bad(f"{where}: unknown key {unknown[0]!r}{suggest_key(unknown[0], RULE_KEYS)}")
+        try:
+            re.compile(rule["match"])
+        except re.error as e:
+            bad(f"{where}: match is not a regex ({e})")
+        maps = ("slot" in rule) + ("slots" in rule)
+        if maps > 1 or (maps and ("group" in rule or "ignore" in rule)) or (not maps and "group" not in rule):
+            bad(f"{where} needs exactly one of slot, slots (a language-model tensor) or group (kept)")
+        if ("duplicate_of" in rule or "branch" in rule) and not maps:
+            bad(f"{where}: duplicate_of / branch describe a copy of a slot: give slot or slots")
+
+
+def suggest_key(name: str, vocabulary) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, sorted(vocabulary), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 @lru_cache(maxsize=None)
 def adapters() -> dict[str, Adapter]:
-    specs = {p.stem: json.loads(p.read_text()) for p in sorted(ARCH_DIR.glob("*.json"))}
+    """The shipped adapters, by name (read once)."""
+    return load_adapters(ARCH_DIR)
+
+
+def load_adapters(folder: Path) -> dict[str, Adapter]:
+    """Every adapter file of `folder`, checked against the schema, with the shared rules in front of each's own."""
+    files = sorted(folder.glob("*.json"))
+    specs = {}
+    for p in files:
+        try:
+            specs[p.stem] = json.loads(p.read_text())
+        except ValueError as e:
+            raise AdammsError(f"architecture file {p.name} is not valid JSON ({e})") from None
+    for p in files:
+        _check_spec(specs[p.stem], p, set(specs) - {SHARED})
+    shared = specs.pop(SHARED, {}).get("rules", [])
 
     def rules_of(spec: dict) -> list[dict]:
         return spec.get("rules", []) + (rules_of(specs[spec["extends"]]) if "extends" in spec else [])
 
-    return {s["name"]: Adapter(s, rules_of(s)) for s in specs.values()}
+    return {s["name"]: Adapter(s, shared + rules_of(s)) for s in specs.values()}
 
 
 def detect(config: dict, override: str | None = None, what: str = "model") -> Adapter:

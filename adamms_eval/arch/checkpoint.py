@@ -71,11 +71,6 @@ def weight_files(path: Path) -> list[Path]:
     raise AdammsError(f"{p}: no weights found (model.safetensors, {SAFE_INDEX}, pytorch_model.bin or {BIN_INDEX})")
 
 
-def file_stamps(files: list[Path]) -> dict[str, tuple[int, float]]:
-    """Size and mtime of every weight file, to notice a checkpoint that changed on disk."""
-    return {str(f): (f.stat().st_size, f.stat().st_mtime) for f in files}
-
-
 class TensorSource:
     """Named tensors with headers (shape, dtype) known up front; `get` reads one tensor."""
     path: Path
@@ -151,9 +146,6 @@ class Checkpoint(TensorSource):
             raise
         except Exception as e:
             raise _corrupt(f, e) from None
-
-    def stamp(self) -> dict[str, tuple[int, float]]:
-        return file_stamps(self.files)
 
 
 class StateDictSource(TensorSource):

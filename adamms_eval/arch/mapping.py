@@ -91,10 +91,19 @@ class ModelSide:
 
 class MergePlan:
     def __init__(self, base: ModelSide, other: ModelSide, pretrained: ModelSide | None, entries: list[PlanEntry],
-                 vocab_note: str):
+                 vocab: VocabAlignment, vocab_note: str):
         self.base, self.other, self.pretrained = base, other, pretrained
         self.entries = entries
-        self.vocab_note = vocab_note
+        self.vocab, self.vocab_note = vocab, vocab_note
+
+    def rebase(self, base_src) -> "MergePlan":
+        """The same pairing for the base's tensors under other names (the loaded model's, where transformers 5
+        renamed the checkpoint's keys): other and θ0 stay open, adapters and vocabulary alignment are reused; only
+        the base's own tensors are classified again."""
+        base = ModelSide(base_src, self.base.adapter)
+        check_compatible(self.base, base, "loaded base")
+        entries = [_entry(key, base, self.other, self.pretrained, self.vocab) for key in base_src.keys()]
+        return MergePlan(base, self.other, self.pretrained, entries, self.vocab, self.vocab_note)
 
     @property
     def merged(self) -> list[PlanEntry]:
@@ -170,7 +179,7 @@ def build_plan(base_src, other_src, pretrained_src=None, base_arch: str | None =
     vocab, vocab_note = align_vocab(base, other, theta0, base_tokenizer or base_src.path,
                                     other_tokenizer or other_src.path)
     entries = [_entry(key, base, other, theta0, vocab) for key in base_src.keys()]
-    return MergePlan(base, other, theta0, entries, vocab_note)
+    return MergePlan(base, other, theta0, entries, vocab, vocab_note)
 
 
 def _entry(key, base: ModelSide, other: ModelSide, theta0: ModelSide | None, vocab) -> PlanEntry:

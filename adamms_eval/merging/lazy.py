@@ -18,16 +18,15 @@ Where the paths live (`storage`):
 """
 from __future__ import annotations
 
-from pathlib import Path as FsPath
-
 import torch
 from tqdm.auto import tqdm
 
 from ..arch.checkpoint import Checkpoint, StateDictSource
+from ..arch.mapping import MergePlan, build_plan
 from ..errors import AdammsError
-from ..arch.mapping import build_plan
+from ..fingerprints import dir_stamps
 from .merger import Merger
-from .methods import Path, make_method
+from .methods import MergeMethod, Path, make_method
 
 HEADROOM = 1.10  # keep 10% of free memory for activations and allocator slack
 
@@ -44,24 +43,32 @@ def _unwrap(model):
 
 
 class LazyMerge:
-    def __init__(self, model, other, method: str = "linear", pretrained=None, params: dict | None = None,
+    def __init__(self, model, other, method: str | MergeMethod = "linear", pretrained=None, params: dict | None = None,
                  storage: str = "auto", base_tokenizer=None, base_arch: str | None = None,
-                 other_arch: str | None = None, pretrained_arch: str | None = None, progress: bool = True):
+                 other_arch: str | None = None, pretrained_arch: str | None = None, progress: bool = True,
+                 plan: MergePlan | None = None):
+        """`method`: a name (with `params`) or a built MergeMethod. `plan`: the plan of this pair from the files
+        (a session's preflight plan); its open checkpoints and pairing are reused instead of planning again."""
         if storage not in ("auto", "device", "host"):
             raise AdammsError(f"storage must be auto, device or host, got {storage!r}")
         self.model = _unwrap(model)
-        self.method = make_method(method, params)
-        self.other = Checkpoint(other)
-        self.pretrained = Checkpoint(pretrained) if pretrained is not None else None
-        self._stamps = {**self.other.stamp(), **(self.pretrained.stamp() if self.pretrained else {})}
+        self.method = method if isinstance(method, MergeMethod) else make_method(method, params)
+        if plan is not None:
+            self.other = plan.other.source
+            self.pretrained = plan.pretrained.source if plan.pretrained is not None else None
+        else:
+            self.other = Checkpoint(other)
+            self.pretrained = Checkpoint(pretrained) if pretrained is not None else None
+        # the same stamps as the search cache's identity (fingerprints.dir_stamps)
+        self._stamps = {str(c.path): dir_stamps(c.path) for c in (self.other, self.pretrained) if c is not None}
 
         self._params = self._unique_parameters()
         config = self.model.config.to_dict()
         name_or_path = getattr(self.model.config, "_name_or_path", "") or ""
         # The model's own directory (when loaded from one) supplies its tokenizer for vocabulary alignment.
         base_src = StateDictSource(self._params, config, name_or_path or "<in-memory model>")
-        plan = build_plan(base_src, self.other, self.pretrained, base_arch, other_arch, pretrained_arch,
-                          base_tokenizer=base_tokenizer)
+        plan = plan.rebase(base_src) if plan is not None else build_plan(
+            base_src, self.other, self.pretrained, base_arch, other_arch, pretrained_arch, base_tokenizer=base_tokenizer)
         self.plan = plan
         self.merger = Merger(plan, self.method)
         entries = plan.merged
@@ -135,11 +142,9 @@ class LazyMerge:
         return {k: now[k].data for k in self.paths}
 
     def _check_unchanged(self) -> dict[str, torch.Tensor]:
-        for f, stamp in self._stamps.items():
-            p = FsPath(f)
-            now = (p.stat().st_size, p.stat().st_mtime) if p.exists() else None
-            if now != stamp:
-                raise AdammsError(f"{f} changed on disk since this LazyMerge was built; build a new LazyMerge")
+        for folder, stamp in self._stamps.items():
+            if dir_stamps(folder) != stamp:
+                raise AdammsError(f"{folder} changed on disk since this LazyMerge was built; build a new LazyMerge")
         current = self._current()
         for k, p in current.items():
             shape, dtype = self._shapes[k]

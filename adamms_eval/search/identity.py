@@ -57,7 +57,11 @@ def search_identity(*, base, other, pretrained=None, method: dict, harness: str,
         return None if path is None else {"path": str(Path(path).resolve()) if Path(path).exists() else str(path),
                                           "files": dir_stamps(path)}
     args = {str(k).strip().lower(): _normalise_value(v) for k, v in (backend_args or {}).items() if v is not None}
-    from .. import __version__
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        __version__ = version("adamms-eval")
+    except PackageNotFoundError:  # run from sources that were never installed
+        __version__ = "unknown"
     return {"base": model(base), "other": model(other), "pretrained": model(pretrained), "method": method,
             "harness": harness, "backend": backend, "backend_args": dict(sorted(args.items())),
             "versions": library_versions(harness), "accelerator": _accelerator(),

@@ -39,7 +39,7 @@ class CoefficientSearch:
     def __init__(self, merged, alphas: list[float], samples: int = 100, seed: int = 0, metric: str = "exact",
                  embedding_model: str | None = None, cache_dir=None, identity: dict | None = None,
                  gather: Callable = all_gather, progress: bool = True, batch_size: int = DEFAULT_BATCH):
-        self.merged, self.alphas = merged, [merged.method.check_coefficient(a) for a in alphas]
+        self.merged, self.alphas = merged, list(alphas)  # checked by the settings; set() checks again
         self.samples, self.seed, self.metric, self.embedding_model = samples, seed, metric, embedding_model
         self.cache_dir, self.identity, self.gather, self.progress = cache_dir, identity or {}, gather, progress
         if int(batch_size) < 1:

@@ -30,6 +30,9 @@ from pathlib import Path
 
 import torch
 
+from .tokenizers import (LLAVA15_EXTRA, OV_EXTRA, QWEN2VL_EXTRA, QWEN_VOCAB, llama_tokenizer,
+                         qwen_tokenizer, vicuna_tokenizer)
+
 NAMES = ("qwen2_lm", "qwen2_vl", "qwen2_vl_tf5", "llava_ov_hf", "llava_ov_orig",
          "llama_lm", "llava15_hf", "llava15_orig", "cogvlm", "mplug_owl2")
 NOISE = 0.02  # std of every perturbation ("fine-tuning"); the scale of the init itself (initializer_range)
@@ -39,72 +42,6 @@ QWEN = dict(_LM, num_key_value_heads=2, vocab_size=128, bos_token_id=97, eos_tok
             rope_parameters={"rope_type": "default", "rope_theta": 1e6})
 LLAMA = dict(_LM, num_key_value_heads=4, vocab_size=96, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5)
 PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56]]
-
-# ---- vocabularies (byte-level BPE, as Qwen2's): the Qwen2 family shares ids [0, 100), the LLaMA family [0, 96) ----
-_CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:?!'\"()") + ["Ġ", "Ċ"]  # 73
-_MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("e", "r"), ("o", "n"), ("Ġ", "i"),
-           ("r", "e"), ("a", "t"), ("Ġ", "s"), ("e", "n"), ("Ġ", "o"), ("o", "r"), ("Ġ", "c"), ("e", "s"),
-           ("i", "s"), ("Ġ", "d"), ("i", "t"), ("a", "n"), ("Ġ", "w"), ("Ġ", "u"), ("Ġ", "A"), ("Ġ", "I")]
-QWEN_VOCAB = _CHARS + ["".join(m) for m in _MERGES] + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # real 151643-5
-QWEN2VL_EXTRA = ["<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>",
-                 "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
-                 "<|video_pad|>"]  # ids 100-110 (real: 151646-151656)
-OV_EXTRA = ["<image>", "<video>"]  # ids 100, 101 (real: 151646, 151647)
-LLAMA_VOCAB = ["<unk>", "<s>", "</s>"] + _CHARS + ["".join(m) for m in _MERGES[:20]]
-LLAVA15_EXTRA = ["<image>", "<pad>"]  # ids 96, 97 (real: 32000, 32001)
-assert len(QWEN_VOCAB) == 100 and len(LLAMA_VOCAB) == 96
-_QWEN_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
-               r"""|\s+(?!\S)|\s+""")
-
-
-def _template(image: str, video: str, chatml: bool) -> str:
-    """A compact chat template: ChatML for the Qwen2 family, 'USER: ... ASSISTANT:' (Vicuna) for LLaVA-1.5."""
-    body = ("{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-            f"{{% if c['type'] == 'image' %}}{image}{{% elif c['type'] == 'video' %}}{video}"
-            "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}")
-    if chatml:
-        return ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n" + body + "<|im_end|>\n{% endfor %}"
-                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    return ("{% for m in messages %}{{ m['role'].upper() }}: " + body + " {% endfor %}"
-            "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
-
-
-def _tokenizer(vocab: list[str], template: str, **named):
-    """Byte-level BPE built exactly like transformers' Qwen2Tokenizer, which 5.x forces for model_type "qwen2"."""
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
-    from tokenizers.models import BPE
-    from transformers import PreTrainedTokenizerFast
-
-    merges = [m for m in _MERGES if "".join(m) in vocab]
-    tok = Tokenizer(BPE({w: i for i, w in enumerate(vocab)}, merges, unk_token=named.get("unk_token"),
-                        continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False, byte_fallback=False))
-    tok.normalizer, tok.decoder = normalizers.NFC(), decoders.ByteLevel()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    specials = [w for w in vocab if w.startswith("<") and w not in named.values()]
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=specials, **named)
-    fast.chat_template = template
-    return fast
-
-
-def _qwen_tokenizer(extra: list[str], image: str = "", video: str = ""):
-    return _tokenizer(QWEN_VOCAB + extra, _template(image, video, chatml=True),
-                      eos_token="<|im_end|>", pad_token="<|endoftext|>")
-
-
-def _llama_tokenizer(extra: list[str], image: str = "", **named):
-    return _tokenizer(LLAMA_VOCAB + extra, _template(image, "", chatml=False),
-                      bos_token="<s>", eos_token="</s>", unk_token="<unk>", **named)
-
-
-def _vicuna_tokenizer():
-    """The LLaMA tokenizer as CogVLM / mPLUG-Owl2 use it: pad = <unk> and BOS added to every encoded text."""
-    from tokenizers.processors import TemplateProcessing
-    tok = _llama_tokenizer([], pad_token="<unk>")
-    tok._tokenizer.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", LLAMA_VOCAB.index("<s>"))])
-    return tok
-
 
 # ---- tensors ----
 def _gen(seed: int) -> torch.Generator:
@@ -298,11 +235,11 @@ class _Builder:
         from transformers import Qwen2Config, Qwen2ForCausalLM
         model = self._init(Qwen2ForCausalLM, Qwen2Config(**QWEN), 0)
         model.load_state_dict(self.qwen_theta0)
-        self._save_hf(model.to(self.dtype), path, _qwen_tokenizer([]), [99, 97], 97)
+        self._save_hf(model.to(self.dtype), path, qwen_tokenizer([]), [99, 97], 97)
 
     def _qwen2_vl_processor(self):
         from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
-        tok = _qwen_tokenizer(QWEN2VL_EXTRA, "<|vision_start|><|image_pad|><|vision_end|>",
+        tok = qwen_tokenizer(QWEN2VL_EXTRA, "<|vision_start|><|image_pad|><|vision_end|>",
                               "<|vision_start|><|video_pad|><|vision_end|>")
         return Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=56 * 56),
                                 video_processor=Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=56 * 56),
@@ -317,7 +254,7 @@ class _Builder:
 
     def llava_ov_hf(self, path):
         from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
-        tok, size = _qwen_tokenizer(OV_EXTRA, "<image>\n", "<video>\n"), {"height": 28, "width": 28}
+        tok, size = qwen_tokenizer(OV_EXTRA, "<image>\n", "<video>\n"), {"height": 28, "width": 28}
         proc = LlavaOnevisionProcessor(
             image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=PINPOINTS),
             video_processor=LlavaOnevisionVideoProcessor(size=size), tokenizer=tok, num_image_tokens=4,
@@ -337,11 +274,11 @@ class _Builder:
         from transformers import LlamaConfig, LlamaForCausalLM
         model = self._init(LlamaForCausalLM, LlamaConfig(**LLAMA), 0)
         model.load_state_dict(self.llama_theta0)
-        self._save_hf(model.to(self.dtype), path, _llama_tokenizer([]), 2, 0)
+        self._save_hf(model.to(self.dtype), path, llama_tokenizer([]), 2, 0)
 
     def llava15_hf(self, path):
         from transformers import CLIPImageProcessor, LlavaProcessor
-        tok = _llama_tokenizer(LLAVA15_EXTRA, "<image>\n", pad_token="<pad>")
+        tok = llama_tokenizer(LLAVA15_EXTRA, "<image>\n", pad_token="<pad>")
         proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 28},
                                                                  crop_size={"height": 28, "width": 28}),
                               tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
@@ -402,7 +339,7 @@ class _Builder:
         del cfg["num_key_value_heads"]  # CogVLM v1 is MHA and its config.json has no such field
         from ..ports import CogVLMConfig, CogVLMForCausalLM
         # the real checkpoint ships no tokenizer (it uses Vicuna's); the tiny one carries its LLaMA tokenizer
-        self._save_port(CogVLMForCausalLM, CogVLMConfig, cfg, sd, path, _vicuna_tokenizer())
+        self._save_port(CogVLMForCausalLM, CogVLMConfig, cfg, sd, path, vicuna_tokenizer())
 
     def mplug_owl2(self, path):
         from transformers import LlamaConfig
@@ -444,7 +381,7 @@ class _Builder:
         from ..ports import MPLUGOwl2Config, MPLUGOwl2LlamaForCausalLM
         from ..ports.common import CLIP_MEAN, CLIP_STD
         self._save_port(MPLUGOwl2LlamaForCausalLM, MPLUGOwl2Config, cfg, sd, path,
-                        _vicuna_tokenizer(), bin_file=True)
+                        vicuna_tokenizer(), bin_file=True)
         CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, resample=3,
                            image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(path)
 

@@ -1,30 +1,22 @@
 """The zoo's tokenizer: byte-level BPE trained on the world's text, built the way transformers' Qwen2Tokenizer is.
 
 transformers 5 rebuilds any ``model_type: qwen2`` tokenizer as Qwen2Tokenizer from its vocab and merges, so the
-pre-tokenizer, normaliser and decoder here are Qwen2's (adamms_eval.testing.tiny's); only the vocabulary is the world's.
+pre-tokenizer, normaliser and decoder here are Qwen2's (adamms_eval.testing.tokenizers'); only the vocabulary is the world's.
 """
 from __future__ import annotations
 
 import json
 
-from ..testing.tiny import _QWEN_SPLIT, OV_EXTRA, QWEN2VL_EXTRA, _template
+from ..testing.tokenizers import OV_EXTRA, QWEN2VL_EXTRA, chat_template, qwen2_pipeline
 
 CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # real Qwen2 ids 151643-151645
-
-
-def _pipeline(tok):
-    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
-    tok.normalizer, tok.decoder = normalizers.NFC(), decoders.ByteLevel()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    return tok
 
 
 def train_bpe(corpus: list[str], vocab_size: int) -> tuple[list[str], list[tuple[str, str]]]:
     """BPE over the 256 byte symbols plus merges learned from `corpus` (deterministic for a given corpus)."""
     from tokenizers import Tokenizer, pre_tokenizers, trainers
     from tokenizers.models import BPE
-    tok = _pipeline(Tokenizer(BPE()))
+    tok = qwen2_pipeline(Tokenizer(BPE()))
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, min_frequency=2,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus, trainer)  # repeats count: frequent strings become single tokens
@@ -40,11 +32,11 @@ def make_tokenizer(vocab: list[str], merges, extra: list[str], image: str = "", 
     from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
     words = vocab + CHAT_SPECIALS + extra
-    tok = _pipeline(Tokenizer(BPE({w: i for i, w in enumerate(words)}, list(merges), fuse_unk=False,
+    tok = qwen2_pipeline(Tokenizer(BPE({w: i for i, w in enumerate(words)}, list(merges), fuse_unk=False,
                                   byte_fallback=False)))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=CHAT_SPECIALS[1:] + extra,
                                    eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    fast.chat_template = _template(image, video, chatml=True)
+    fast.chat_template = chat_template(image, video, chatml=True)
     return fast
 
 

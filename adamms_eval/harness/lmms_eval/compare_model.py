@@ -1,7 +1,7 @@
 """The lmms-eval model `adamms compare` evaluates through: the adamms model around a backend loaded once.
 
 It is `Adamms` (same request plumbing, search and records) built from an already loaded backend; the comparison
-runner swaps its session (one per method) and either forces a coefficient or lets the session search.
+runner hands it a session per method (`use`), whose coefficient it forces or lets the session search.
 Under torchrun / accelerate launch it reports the process group's rank and world size (lmms-eval shards by them).
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ class ComparisonModel(Adamms):
         self.backend, self.backend_name = backend, backend_name
         self.backend.task_dict = self.task_dict
         self.session = self.merged = None
-        self.forced: float | None = None  # a fixed coefficient for the next evaluation; None = the session's rule
         self._output_dir = None
         # the backend's device (cuda:<local rank> under data parallel) and its launcher state, so lmms-eval shards
         # the documents over the ranks and gathers them as for the backend itself
@@ -30,9 +29,3 @@ class ComparisonModel(Adamms):
             self._rank, self._world_size = dist.get_rank(), dist.get_world_size()
         else:
             self._rank, self._world_size = getattr(backend, "rank", 0), getattr(backend, "world_size", 1)
-
-    def _alpha_for(self, task: str, requests, answer, score) -> float:
-        if self.forced is not None:
-            self.session.set_for(self.forced)
-            return self.forced
-        return super()._alpha_for(task, requests, answer, score)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ...errors import AdammsError
-from ...session.session import DEFAULT_OUTPUT
+from ...session.records import DEFAULT_OUTPUT
 
 
 def _value(args: list[str], flag: str) -> str | None:

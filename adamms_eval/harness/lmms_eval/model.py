@@ -4,15 +4,17 @@ The base architecture's own lmms-eval wrapper (qwen2_vl, llava_hf) loads the bas
 processes images and generates; `adamms` owns its weights through a LazyMerge. With alpha=auto each
 task first answers a seeded subset at every candidate coefficient, the coefficient with the most
 consistent answers is chosen (AdaMMS searching), then the whole task runs at it.
-Everything that does not depend on lmms-eval (settings, preflight plan, search records) lives in
-adamms_eval.session; this file is the lmms-eval plumbing.
+Everything that does not depend on lmms-eval (settings, preflight plan, the per-task sequence, search records)
+lives in adamms_eval.session; this file is the lmms-eval plumbing: each task's requests become a HarnessTask.
 """
 from __future__ import annotations
 
 import collections
 import copy
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from loguru import logger as eval_logger
@@ -20,12 +22,12 @@ from lmms_eval.api.instance import GenerationResult
 from lmms_eval.api.model import lmms
 from lmms_eval.models import get_model
 
-from ...search.runner import SearchInput
-from ...fingerprints import digest
 from ...errors import AdammsError
-from ...session.session import (BACKENDS, RECORD_NAME, MergeSession, choose_backend, default_device_map,
-                                 default_output_dir, parse_settings)
-
+from ...fingerprints import digest
+from ...runtime import default_device
+from ...search.runner import SearchInput
+from ...session import RECORD_NAME, MergeSession, default_output_dir, parse_settings
+from .backends import BACKENDS, choose_backend, default_device_map
 from .loglikelihood import continuation_nll
 
 HARNESS = "lmms_eval"
@@ -87,7 +89,7 @@ class Adamms(lmms):
         super().__init__()
         # Everything is checked before any weights load: settings, backend arguments, the pair's plan.
         settings, _ = parse_settings(options)
-        self.backend_name = choose_backend(HARNESS, settings.base, settings.backend)
+        self.backend_name = choose_backend(settings.base, settings.backend)
         try:
             cls = get_model(self.backend_name, force_simple=True)
         except ValueError as e:  # lmms-eval's "model not found ... available models: a, b, ..."
@@ -99,13 +101,12 @@ class Adamms(lmms):
                               "to choose it from the base's config.json") from None
         settings, backend_kwargs = parse_settings(options, _backend_params(cls),
                                                   backend_label=f"lmms-eval's {self.backend_name} backend")
-        self.session = MergeSession(settings, self.backend_name, HARNESS)
+        self.session = MergeSession(settings, self.backend_name, HARNESS, say=eval_logger.info)
         _RUN_NAMES[(str(options["base"]), str(options["other"]))] = self.session.run_name
         _name_runs_after_the_merge()
 
-        cuda = torch.cuda.is_available()
-        device = device or ("cuda" if cuda else "cpu")
-        default_device_map(backend_kwargs, device, cuda)
+        device = device or default_device()
+        default_device_map(backend_kwargs, device, torch.cuda.is_available())
         self.backend = cls(pretrained=settings.base, device=device, batch_size=batch_size, **backend_kwargs)
         self.backend.task_dict = self.task_dict  # the evaluator fills ours; share the same dict
         self.merged = self.session.attach(
@@ -156,17 +157,16 @@ class Adamms(lmms):
                 eval_logger.warning(f"adamms: no --output_path: the search record goes to {self._output_dir} "
                                     "(set --output_path, search_output=DIR or $ADAMMS_OUTPUT)")
 
-    def _alpha_for(self, task: str, requests, answer, score) -> float:
-        searched = task in self.session.records
+    def use(self, session: MergeSession, output_dir: Path | None) -> None:
+        """Evaluate through `session` (attached to this model's weights) and record into `output_dir`."""
+        self.session, self.merged, self._output_dir = session, session.merged, output_dir
+
+    def _run_task(self, task: str, requests, answer, score) -> float:
+        """The session's per-task sequence over this task's requests (lmms-eval pads short ranks with padding-only
+        requests: they are answered but never searched on)."""
         real = [r for r in requests if not r.metadata.get("__padding_only__")]
-        alpha = self.session.alpha_for(task, self._search_inputs(real) if self.session.auto else [], answer, score)
-        if self.session.auto and not searched:
-            rec = self.session.records[task]
-            eval_logger.info(f"adamms: {task}: chose {rec['coefficient']}={rec['alpha']} "
-                             f"D={rec['scores']} (n={rec['subset_size']}, {rec['search_seconds']} s)")
-            self._write_records()
-        self.session.set_for(alpha)
-        return alpha
+        return self.session.run_task(_Task(task, self._output_dir, score,
+                                           lambda: self._search_inputs(real), answer))
 
     @staticmethod
     def _search_inputs(requests) -> list[SearchInput]:
@@ -186,7 +186,7 @@ class Adamms(lmms):
             def answer(inputs):
                 return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
 
-            self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=True))
+            self._run_task(task, reqs, answer, self._scorer(reqs, generate=True))
             for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
                 out[i] = resp
         return out
@@ -200,7 +200,7 @@ class Adamms(lmms):
             def answer(inputs):  # a multiple-choice input answers with its most likely choice
                 return [min(i.payload, key=lambda r: self._nll(r)[0]).args[1].strip() for i in inputs]
 
-            self._alpha_for(task, reqs, answer, self._scorer(reqs, generate=False))
+            self._run_task(task, reqs, answer, self._scorer(reqs, generate=False))
             for i, r in zip(idx, reqs):
                 out[i] = GenerationResult(text=self._nll(r))  # lmms-eval would stringify a bare tuple
         return out
@@ -248,15 +248,23 @@ class Adamms(lmms):
             return out
         return score
 
-    def _write_records(self) -> None:
-        if self.rank != 0 or self._output_dir is None:
-            return
-        self.session.write_records(self._output_dir)
-
     def clean(self):
         if self._output_dir is None:
             self._output_dir = Path(self.session.settings.search_output or default_output_dir(self.session.run_name))
-        self._write_records()
         if self.rank == 0:
+            self.session.write_records(self._output_dir)
             eval_logger.info(f"adamms: search record -> {self._output_dir / RECORD_NAME}")
         super().clean()
+
+
+@dataclass
+class _Task:
+    """One lmms-eval task's requests as a session.HarnessTask."""
+    name: str
+    output_dir: Path | None
+    score: Callable | None
+    inputs: Callable[[], list[SearchInput]]
+    answer: Callable[[list[SearchInput]], list[str]]
+
+    def search_inputs(self) -> list[SearchInput]:
+        return self.inputs()

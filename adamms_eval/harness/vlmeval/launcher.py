@@ -19,10 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import AdammsError
+from ...session.settings import BY_NAME, SETTINGS, flag_spell
+from . import LOADING
 
-OURS = ("pretrained", "method", "alpha", "lambda", "alphas", "search_samples", "search_seed", "metric",
-        "embedding_model", "search_report", "search_output", "storage", "cache_dir", "base_arch", "other_arch",
-        "pretrained_arch", "dtype", "device_map", "attn_implementation")
+# our flags: every setting but base / other (flags of their own) and backend (the wrapper follows the base's
+# model_type), then the loading arguments
+OURS = tuple(s.name for s in SETTINGS if s.name not in ("base", "other", "backend")) + tuple(LOADING)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -39,12 +41,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--base", help="base model directory (or hub id in the HF cache): its VLMEvalKit wrapper runs")
     ap.add_argument("--other", help="model merged into the base (omit: the plain base, no merge)")
     ap.add_argument("--name", help="VLMEvalKit model name (output folder); default: a name describing the merge")
-    from ...session.session import SETTINGS
-    loading = {"dtype": "model dtype (auto: the checkpoint's)", "device_map": "transformers device_map "
-               "(default cuda if available, else cpu)", "attn_implementation": "e.g. sdpa, flash_attention_2"}
     for key in OURS:
         ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None, metavar="V",
-                        help=SETTINGS.get(key) or loading[key])
+                        help=BY_NAME[key].help if key in BY_NAME else LOADING[key])
     ap.add_argument("--param", action="append", type=_key_value, default=[], metavar="K=V",
                     help="a merge-method parameter (density=0.5, weight=..., trim=global)")
     ap.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="K=V",
@@ -86,10 +85,10 @@ def _model_options(ns) -> dict:
 
 def prepare(ns, passthrough: list[str]) -> list[str]:
     """Check and register the merge; the argv VLMEvalKit's runner gets."""
-    from ...session.session import MergeSession, parse_settings
+    from ...session import MergeSession, parse_settings
 
     from . import registry
-    from .model import LOAD_KEYS, AdammsVLM, refuse_merge_settings, resolve_model_dir, wrapper_class
+    from .wrappers import LOAD_KEYS, AdammsVLM, refuse_merge_settings, resolve_model_dir, wrapper_class
     if ns.base is None:
         if ns.other or any(getattr(ns, k) is not None for k in OURS) or ns.param or ns.model_arg:
             raise AdammsError("--other/--alpha/... need --base DIR (the model whose VLMEvalKit wrapper runs)")
@@ -120,8 +119,7 @@ def prepare(ns, passthrough: list[str]) -> list[str]:
 def _launcher_spell(name: str, value) -> str:
     """How the launcher takes an option: our flags, --param (method parameters) or --model-arg (the wrapper's)."""
     from ...merging.methods import REGISTRY
-    from ...session.session import SETTINGS, flag_spell
-    if name in SETTINGS or name in OURS:
+    if name in BY_NAME or name in OURS:
         return flag_spell(name, value)
     if any(name in cls.params for cls in REGISTRY.values()):
         return f"--param {name}={value}"

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from ...fingerprints import digest
 from ...errors import AdammsError
-from ...session.session import MergeSession, default_output_dir, lmms_spell, parse_settings, register_backend
-
+from ...fingerprints import digest
+from ...runtime import default_device
+from ...session import MergeSession, default_output_dir
 from .importing import vlmeval_modules
 
 vlmeval_modules()  # quiet import, or a one-line error naming the extra
@@ -35,8 +35,7 @@ from vlmeval.vlm import LLaVA_Next, LLaVA_OneVision_HF, Qwen2VLChat  # noqa: E40
 from vlmeval.vlm.qwen2_vl.prompt import Qwen2VLPromptMixin  # noqa: E402
 
 log = logging.getLogger("adamms_eval")
-HARNESS = "vlmeval"  # adamms_eval.session.session / cache name for VLMEvalKit
-LOAD_KEYS = ("dtype", "device_map", "attn_implementation")
+HARNESS = "vlmeval"  # the session's and the search cache's name for VLMEvalKit
 
 
 def _signature_defaults(cls) -> dict:
@@ -111,7 +110,7 @@ class AdammsMixin:
         load_kwargs = dict(load_kwargs or {})
         dtype, device_map = load_kwargs.get("dtype", "auto"), load_kwargs.get("device_map")
         attn_implementation = load_kwargs.get("attn_implementation")
-        device_map = device_map or ("cuda" if torch.cuda.is_available() else "cpu")
+        device_map = device_map or default_device()
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = getattr(transformers, self.MODEL_CLASS).from_pretrained(str(base), dtype=dtype,
                                                                        device_map=device_map, **extra)
@@ -126,6 +125,10 @@ class AdammsMixin:
 
     # -- VLMEvalKit hooks ------------------------------------------------------------------------------
     def set_dump_image(self, dump_image_func):
+        """Where VLMEvalKit hands over the dataset before its first row: the session's per-task sequence runs here.
+        A resumed run (same settings, same rows) takes the dataset's α from the earlier record instead of searching:
+        under torchrun a rank whose rows are all done never reaches this point, and the others must not wait for it
+        in the search's gather."""
         super().set_dump_image(dump_image_func)
         if self.session is None:
             return
@@ -140,35 +143,8 @@ class AdammsMixin:
         if dataset is None or not hasattr(dataset, "data"):
             raise AdammsError("alpha=auto needs the dataset: set_dump_image got a function that is not a VLMEvalKit "
                               "dataset's bound dump_image; give a fixed alpha")
-        name = dataset.dataset_name
-        if name not in self.session.records:
-            self._reuse_record(folder, name, len(dataset.data))
-        searched = name in self.session.records
-
-        def answer(todo):
-            return [str(self.generate(message=copy.deepcopy(i.payload), dataset=name)) for i in todo]
-        alpha = self.session.alpha_for(name, self._search_inputs(dataset), answer, self._scorer(dataset))
-        if not searched and rank == 0:
-            rec = self.session.records[name]
-            log.info("adamms: %s: chose %s=%s D=%s (n=%s, %s s)", name, rec["coefficient"], rec["alpha"],
-                     rec["scores"], rec["subset_size"], rec["search_seconds"])
-            self.session.write_records(folder)
-        self.session.set_for(alpha)
-
-    def _reuse_record(self, folder: Path, name: str, size: int) -> None:
-        """A resumed run takes the α its earlier run chose for this dataset (same settings, same rows) from the
-        record, without searching: under torchrun a rank whose rows are all done never reaches set_dump_image,
-        and the others must not wait for it in the search's gather."""
-        import json
-        from ...session.session import RECORD_NAME
-        try:
-            old = json.loads((folder / RECORD_NAME).read_text())
-        except (OSError, ValueError):
-            return
-        rec = old.get("tasks", {}).get(name) if old.get("run", {}).get("run_name") == self.session.run_name else None
-        if rec and rec.get("task_size") == size and "alpha" in rec:
-            self.session.records[name] = rec
-            log.info("adamms: %s: alpha=%s from the record of the earlier run (%s)", name, rec["alpha"], folder)
+        self.session.resume(folder, dataset.dataset_name, len(dataset.data))  # a resumed run: no search
+        self.session.run_task(_Dataset(self, dataset, folder))
 
     def _prompt(self, dataset, row):
         """The prompt `vlmeval.inference.infer_data` builds for this row (its three-way choice, in its order)."""
@@ -203,6 +179,21 @@ class AdammsMixin:
                 result = dataset.evaluate(f, model="exact_matching", nproc=1)
             return _numbers(result)
         return score
+
+
+class _Dataset:
+    """One VLMEvalKit dataset as a session.HarnessTask: its rows' prompts (this rank's), answered by the wrapper."""
+
+    def __init__(self, model: AdammsMixin, dataset, output_dir: Path):
+        self.model, self.dataset, self.output_dir = model, dataset, output_dir
+        self.name = dataset.dataset_name
+        self.score = model._scorer(dataset)
+
+    def search_inputs(self):
+        return self.model._search_inputs(self.dataset)
+
+    def answer(self, todo):
+        return [str(self.model.generate(message=copy.deepcopy(i.payload), dataset=self.name)) for i in todo]
 
 
 def _numbers(result) -> dict:
@@ -260,66 +251,3 @@ class AdammsLlava(AdammsMixin, LLaVA_Next):
         self.kwargs = {**dict(do_sample=False, temperature=0, max_new_tokens=2048, top_p=None, num_beams=1),
                        **kwargs}  # LLaVA_Next's generation defaults, user kwargs over them (as it does)
         self._adamms_init(base, session, load_kwargs, kwargs)
-
-
-WRAPPERS = {"qwen2_vl": AdammsQwen2VL, "llava_onevision": AdammsLlavaOneVision, "llava": AdammsLlava}
-from .ports import PORT_WRAPPERS  # noqa: E402  (our CogVLM / mPLUG-Owl2 ports; needs AdammsMixin above)
-WRAPPERS.update(PORT_WRAPPERS)
-for _model_type, _cls in WRAPPERS.items():
-    register_backend(HARNESS, _model_type, _cls.WRAPPER.__name__)
-
-
-def resolve_model_dir(path) -> str:
-    """A model directory, or a hub id resolved through the Hugging Face cache (downloads unless HF_HUB_OFFLINE=1)."""
-    if path is None or Path(str(path)).expanduser().is_dir():
-        return None if path is None else str(Path(str(path)).expanduser())
-    if str(path).count("/") == 1 and not str(path).startswith((".", "/", "~")):
-        from huggingface_hub import snapshot_download
-        try:
-            return snapshot_download(str(path))
-        except Exception as e:  # offline and not cached, unknown repo, no network
-            raise AdammsError(f"{path}: not a local model directory, and the hub id could not be resolved "
-                              f"({type(e).__name__}); pass the folder that holds config.json") from None
-    raise AdammsError(f"{path}: no such model directory; pass the folder that holds config.json")
-
-
-def wrapper_class(base: str):
-    from ...arch.checkpoint import load_config
-    model_type = load_config(base).get("model_type")
-    if model_type not in WRAPPERS:
-        raise AdammsError(f"no VLMEvalKit wrapper known for model_type {model_type!r} of {base}; "
-                          f"supported: {', '.join(sorted(WRAPPERS))}")
-    return WRAPPERS[model_type]
-
-
-def refuse_merge_settings(base, kwargs: dict, spell=lmms_spell) -> None:
-    """Without `other` nothing is merged: a merge setting there is a mistake, not something to ignore."""
-    from ...merging.methods import REGISTRY
-    from ...session.session import SETTINGS
-    merge_only = sorted(k for k in kwargs if k in SETTINGS or any(k in m.params for m in REGISTRY.values()))
-    if merge_only:
-        raise AdammsError(f"{spell(merge_only[0], kwargs[merge_only[0]])} merges into the base: add "
-                          f"{spell('other', 'DIR')} (without it, {base} runs unmerged)")
-
-
-def AdammsVLM(base: str, other: str | None = None, use_vllm: bool = False, spell=lmms_spell, **kwargs):  # noqa: N802
-    """The adamms model for the base's architecture (a VLMEvalKit model "class": `{"class": "AdammsVLM", ...}`).
-
-    Keywords: adamms settings (alpha, method and its parameters, pretrained, alphas, search_samples,
-    search_seed, metric, cache_dir, storage, search_output, ...; see adamms_eval.session), loading
-    (dtype, device_map, attn_implementation), and the wrapper's own (max_new_tokens, min_pixels, ...).
-    Without `other` it is the plain wrapper on `base` (no merge) that also runs on CPU."""
-    if use_vllm:
-        raise AdammsError("AdammsVLM generates with transformers; drop --use-vllm")
-    base, other = resolve_model_dir(base), resolve_model_dir(other)
-    if kwargs.get("pretrained"):
-        kwargs["pretrained"] = resolve_model_dir(kwargs["pretrained"])
-    cls = wrapper_class(base)
-    load_kwargs = {k: kwargs.pop(k) for k in LOAD_KEYS if k in kwargs}
-    if other is None:
-        refuse_merge_settings(base, kwargs, spell)
-        return cls(base, None, load_kwargs, **kwargs)
-    settings, wrapper_kwargs = parse_settings({"base": base, "other": other, **kwargs}, backend_params=cls.KWARGS,
-                                              spell=spell, backend_label=f"VLMEvalKit's {cls.WRAPPER.__name__}")
-    session = MergeSession(settings, cls.WRAPPER.__name__, harness=HARNESS, spell=spell)  # preflight, before loading
-    return cls(base, session, load_kwargs, **wrapper_kwargs)

@@ -110,5 +110,3 @@ class AdammsMplugOwl2(_PortMixin, mPLUG_Owl2):
         new = out[0] if images else out[0, inputs["input_ids"].shape[1]:]  # with an image, only new tokens come back
         return self.tokenizer.decode(new).strip().split("</s>")[0]
 
-
-PORT_WRAPPERS = {"cogvlm": AdammsCogVlm, "mplug_owl2": AdammsMplugOwl2}

@@ -21,7 +21,7 @@ vlmeval = vlmeval_modules()
 from vlmeval.config import supported_VLM  # noqa: E402
 from vlmeval.dataset import ImageMCQDataset, ImageVQADataset, ImageYORNDataset  # noqa: E402
 
-from .model import AdammsVLM  # noqa: E402
+from .wrappers import AdammsVLM  # noqa: E402
 
 # Offline datasets (`adamms tasks DIR` writes DIR/LMUData/<name>.tsv). Registered without an md5:
 # they are local files, never downloaded. The VQA name contains "GQA": VLMEvalKit picks its VQA scorer by

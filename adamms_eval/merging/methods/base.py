@@ -128,16 +128,31 @@ class MergeMethod:
                 raise AdammsError(f"{self.name}: bad value for {name}: {e}") from None
         self.default_coefficient = float(values[self.coefficient]) if self.coefficient in values else None
 
-    def check_coefficient(self, lam: float) -> float:
-        lo, hi = self.coefficient_range
+    @classmethod
+    def in_range(cls, lam: float) -> bool:
+        lo, hi = cls.coefficient_range
+        return lam == lam and lam >= lo and (hi is None or lam <= hi)
+
+    @classmethod
+    def range_text(cls) -> str:
+        lo, hi = cls.coefficient_range
+        return f"[{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
+
+    @classmethod
+    def check_coefficient(cls, lam: float) -> float:
+        """The one check of the coefficient's range (settings, candidates, set(), merge all use it)."""
         lam = float(lam)
-        if lam != lam or lam < lo or (hi is not None and lam > hi):
+        if not cls.in_range(lam):
+            lo, hi = cls.coefficient_range
             rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-            raise AdammsError(f"{self.name}: {self.coefficient} {lam} is outside {rng}; pick a value in range")
+            raise AdammsError(f"{cls.name}: {cls.coefficient} {lam} is outside {rng}; pick a value in range")
         return lam
 
-    def describe(self) -> dict:
-        out = {"method": self.name, "coefficient": self.coefficient, "params": self.p}
+    def describe(self, prepared: bool = True) -> dict:
+        """Name, coefficient and parameters; with prepared, also the whole-model statistics `prepare` computed
+        (MetaGPT's scales), as the merge record and the cache identity keep them."""
+        params = self.p if prepared else {k: v for k, v in self.p.items() if k in self.params}
+        out = {"method": self.name, "coefficient": self.coefficient, "params": params}
         return {**out, "preset": self.preset} if self.preset else out
 
     def prepare(self, task_vectors: Callable[[], Iterator[tuple[str, list[torch.Tensor]]]]) -> None:

@@ -1,0 +1,39 @@
+"""Which lmms-eval backend loads and runs a base, and how it is placed on devices.
+
+`BACKENDS` maps the base's config.json `model_type` to the lmms-eval model that serves it (the built-ins for
+Qwen2-VL and llava-hf checkpoints, our ports' backends for CogVLM and mPLUG-Owl2); `register_backend` adds one."""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from ...errors import AdammsError
+from ...session import lmms_spell
+
+BACKENDS: dict[str, str] = {"qwen2_vl": "qwen2_vl", "llava": "llava_hf", "llava_onevision": "llava_hf",
+                            "llava_next": "llava_hf", "cogvlm": "adamms_cogvlm", "mplug_owl2": "adamms_mplug_owl2"}
+
+
+def register_backend(model_type: str, backend_name: str) -> None:
+    """Let `choose_backend` pick `backend_name` for bases whose config.json says `model_type`."""
+    BACKENDS[model_type] = backend_name
+
+
+def choose_backend(base: str, backend: str | None = None, spell: Callable = lmms_spell) -> str:
+    if backend:
+        return backend
+    from ...arch.checkpoint import load_config
+    model_type = load_config(base).get("model_type")
+    if model_type not in BACKENDS:
+        raise AdammsError(f"no lmms-eval backend known for model_type {model_type!r}; pass "
+                          f"{spell('backend', 'NAME')} (known: {', '.join(sorted(set(BACKENDS.values())))})")
+    return BACKENDS[model_type]
+
+
+def default_device_map(backend_kwargs: dict, device: str, cuda: bool) -> dict:
+    """A device_map the user gave is kept (auto: a model larger than a card). Else the model goes to the run's
+    device, except on GPUs under a launcher, where the backends put rank r on cuda:r themselves (lmms-eval's
+    llava_hf defaults to "", its multi-process value, which transformers 5 refuses in one process)."""
+    if not cuda or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        backend_kwargs.setdefault("device_map", device)
+    return backend_kwargs
