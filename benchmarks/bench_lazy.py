@@ -121,8 +121,8 @@ def main() -> int:
         child(a)
         return 0
 
-    import torch
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+    from adamms_eval.runtime import default_device
+    device = default_device() if a.device == "auto" else a.device
     started, load0 = time.time(), os.getloadavg()[0]
     work = a.workdir.resolve()
     base, other = build_family(work / "ckpt", a.size, ["base", "other"])

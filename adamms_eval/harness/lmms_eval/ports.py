@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ...errors import AdammsError
 from ...ports import CogVLMForCausalLM, MPLUGOwl2LlamaForCausalLM, cogvlm, mplug_owl2
 from ...ports.common import load_tokenizer
+from ...runtime import default_device
 
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
@@ -55,7 +56,7 @@ class _PortBackend(lmms):
             raise AdammsError(f"dtype={dtype}: choose one of {', '.join(DTYPES)}")
         if not (Path(pretrained) / "config.json").is_file():
             raise AdammsError(f"{pretrained} is not a model folder (no config.json); pass pretrained=PATH")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         self.tokenizer = load_tokenizer(pretrained, tokenizer, self.model_name, self.tokenizer_hint)
         self.model = self.model_cls.from_pretrained(pretrained, dtype=DTYPES[str(dtype)],
                                                     device_map=device_map or device).eval()

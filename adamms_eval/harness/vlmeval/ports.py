@@ -24,6 +24,7 @@ from vlmeval.vlm.mplug_owl2 import mPLUG_Owl2  # noqa: E402
 
 from ...ports import CogVLMForCausalLM, MPLUGOwl2LlamaForCausalLM, cogvlm, mplug_owl2
 from ...ports.common import load_tokenizer
+from ...runtime import default_device
 
 from .model import AdammsMixin
 
@@ -35,7 +36,7 @@ class _PortMixin(AdammsMixin):
     def _adamms_init(self, base, session, load_kwargs, wrapper_kwargs):
         """As AdammsMixin's, with our port class instead of a transformers one (and no processor)."""
         load_kwargs = dict(load_kwargs or {})
-        device_map = load_kwargs.get("device_map") or ("cuda" if torch.cuda.is_available() else "cpu")
+        device_map = load_kwargs.get("device_map") or default_device()
         self.raw_model = self.model = self.PORT.from_pretrained(str(base), dtype=load_kwargs.get("dtype", "auto"),
                                                                 device_map=device_map).eval()
         self.model_path, self.session = str(base), session

@@ -100,6 +100,7 @@ def register(cls):
 
 class MergeMethod:
     name = ""
+    reference = ""                     # where the method comes from, and mergekit's name for it
     coefficient = "lambda"             # the parameter that moves along the path
     coefficient_range = (0.0, None)
     # λ = 0 is θ0 (the bare language model) and λ = 1 the method's own merge; the grid brackets 1 and the

@@ -55,6 +55,7 @@ class _Dare(MergeMethod):
 @register
 class DareLinear(_Dare):
     name = "dare_linear"
+    reference = "DARE (Yu et al., ICML 2024) then a linear sum; mergekit dare_linear"
 
     def combiner(self, key, models, theta0):
         drop = self.dropper(key, models, theta0)
@@ -69,6 +70,7 @@ class DareLinear(_Dare):
 @register
 class DareTies(_Dare):
     name = "dare_ties"
+    reference = "DARE (Yu et al., ICML 2024) then TIES sign election; mergekit dare_ties"
 
     def combiner(self, key, models, theta0):
         drop = self.dropper(key, models, theta0)

@@ -7,6 +7,7 @@ from .base import MergeMethod, Path, register
 @register
 class Linear(MergeMethod):
     name = "linear"
+    reference = "AdaMMS (Du et al., CVPR 2025), eq. 1; mergekit linear"
     coefficient = "alpha"
     coefficient_range = (0.0, 1.0)
     default_alphas = "0:0.6:0.1"  # paper 4.4: α ≥ 0.7 collapses language ability; granularity 0.1

@@ -7,6 +7,7 @@ from .base import MergeMethod, _weighted_sum, register
 @register
 class MetaGPT(MergeMethod):
     name = "metagpt"
+    reference = "MetaGPT (Zhou et al., 2024); not in mergekit"
     params = {}
 
     def __init__(self, values):

@@ -11,6 +11,7 @@ from .base import MergeMethod, Param, Path, _bool, _choice, _density, _weights, 
 @register
 class Ties(MergeMethod):
     name = "ties"
+    reference = "TIES-Merging (Yadav et al., NeurIPS 2023); mergekit ties"
     params = {"weight": Param(1.0, _weights, "task-vector weight, one or base,other"),
               "density": Param(1.0, _density, "fraction of each task vector kept by magnitude"),
               "normalize": Param(True, _bool, "divide by the weights of agreeing entries (false = disjoint sum)"),
