@@ -51,7 +51,7 @@ def installed(tmp_path_factory):
     py = venv / "bin" / "python"
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
-    ours = [p for p in sys.path if p.endswith("site-packages") and not p.startswith(str(REPO))]
+    ours = [p for p in sys.path if p.endswith("site-packages")]  # the checkout's .venv too, never its sources
     (Path(site) / "_test_environment.pth").write_text("".join(f"{p}\n" for p in ours))
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True,
                    capture_output=True)
