@@ -3,9 +3,11 @@ InternVL3 (θ0 qwen2_lm) and Qwen3-VL <- LLaVA-OneVision-1.5 (θ0 qwen3_lm), thr
 qwen2_5_vl / qwen3_vl backends and VLMEvalKit's Qwen2VLChat / Qwen3VLChat."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from test_lmms_eval import BIN, answers, lmms_eval, search_record, tasks_dir  # noqa: F401  (tasks_dir: a fixture)
 from test_real_layouts import layouts
@@ -18,6 +20,7 @@ from adamms_eval.merging.merger import open_merger, write_merged
 from adamms_eval.testing.tiny import build_zoo
 
 # tiny checkpoint -> the released checkpoint whose layout it has (tests/fixtures/released)
+CONFIGS = Path(__file__).parents[1] / "configs"
 RELEASED = {"qwen2_5_vl": "qwen2.5-vl-7b-instruct", "internvl_hf": "internvl3-8b-hf", "internvl3": "internvl3-8b",
             "qwen3_vl": "qwen3-vl-8b-instruct", "llava_ov_1_5": "llava-onevision-1.5-8b-instruct",
             "qwen3_lm": "qwen3-8b-base"}
@@ -134,3 +137,25 @@ def test_vlmeval_wrapper_on_the_merged_checkpoint_equals_adamms(zoo, env, tmp_pa
     ref = run_ok(tmp_path / "ref", "--base", merged, data=("AdammsShapes_MCQ",))
     assert predictions(ours, "AdammsShapes_MCQ") == predictions(ref, "AdammsShapes_MCQ")
     assert json.loads((ours / "adamms_search.json").read_text())["run"]["backend"] == wrapper
+
+
+@pytest.mark.parametrize("config,base,other,theta0", [
+    ("current_qwen2_5vl_internvl3.yaml", "qwen2_5_vl", "internvl3", "qwen2_lm"),
+    ("current_qwen3vl_llava_ov_1_5.yaml", "qwen3_vl", "llava_ov_1_5", "qwen3_lm")])
+def test_example_compare_configs_plan_without_a_backend_for_the_other(zoo, tasks_dir, tmp_path, config, base,  # noqa: F811
+                                                                       other, theta0):
+    """The shipped configs, pointed at the tiny checkpoints and a shipped task, pass every check made before a model
+    loads; the other model needs a backend only for an `original: other` row, which then fails in one line."""
+    from adamms_eval.compare.config import plan
+    cfg = yaml.safe_load((CONFIGS / config).read_text())
+    cfg.update(base=str(zoo[base]), other=str(zoo[other]), pretrained=str(zoo[theta0]), tasks=["adamms_shapes_color"],
+               include_path=[str(tasks_dir)], output=str(tmp_path / "out"))
+    cfg.pop("backend_args", None)
+    path = tmp_path / config
+    path.write_text(yaml.safe_dump(cfg))
+    p = plan(path)
+    assert (p.backend, p.other_backend, len(p.rows)) == (base, None, 8)
+    path.write_text(yaml.safe_dump({**cfg, "rows": cfg["rows"] + [{"name": "other", "original": "other"}]}))
+    with pytest.raises(AdammsError, match="no lmms-eval backend runs a") as e:
+        plan(path)
+    assert "\n" not in str(e.value)

@@ -36,9 +36,9 @@ def choose_backend(base: str, backend: str | None = None, spell: Callable = lmms
     from ...arch.checkpoint import load_config
     model_type = load_config(base).get("model_type")
     if model_type in NO_BACKEND and model_type not in BACKENDS:
-        raise AdammsError(f"no lmms-eval backend runs this base ({model_type}): {NO_BACKEND[model_type]}; merge it "
-                          "as the other model into a base that runs (Qwen2.5-VL, Qwen3-VL), or pass "
-                          f"{spell('backend', 'NAME')}")
+        raise AdammsError(f"no lmms-eval backend runs a {model_type} model here: {NO_BACKEND[model_type]}; merge it "
+                          "as the other model into a base that runs (Qwen2.5-VL, Qwen3-VL; in adamms compare: no "
+                          f"`original: other` row), or pass {spell('backend', 'NAME')}")
     if model_type not in BACKENDS:
         raise AdammsError(f"no lmms-eval backend known for model_type {model_type!r}; pass "
                           f"{spell('backend', 'NAME')} (known: {', '.join(sorted(set(BACKENDS.values())))})")
