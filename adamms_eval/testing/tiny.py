@@ -8,6 +8,8 @@
   ``cogvlm`` (language expert = θ0 + D); ``mplug_owl2`` (multiway.0 = θ0 + E). These two are saved through our
   ports (adamms_eval.ports) in the released layouts, with a LLaMA tokenizer and a greedy generation config
   (mPLUG-Owl2 also with its CLIP image processor config).
+* The current pairs (Qwen2.5-VL, InternVL3 in both layouts, Qwen3-VL, LLaVA-OneVision-1.5, θ0 ``qwen3_lm``): see
+  ``tiny_current``; the parts all builders share are in ``tiny_parts``.
 
 θ0 is the seeded random init of the transformers class with norms set to 1 + noise. Embedding / lm_head rows past
 a model's tokenizer stay as in θ0 (untrained), or keep the MLLM's random init where θ0 has no such row. Checkpoints
