@@ -15,7 +15,8 @@ ORIG_KEY_MAPPING = {r"^model\.mm_projector\.0": "multi_modal_projector.linear_1"
                     r"^model\.image_newline": "image_newline",
                     r"^model\.(?!vision_tower|mm_projector|image_newline)": "language_model.model.",
                     r"^lm_head": "language_model.lm_head"}
-HF_MLLMS = {"qwen2_vl": 56, "qwen2_vl_tf5": 56, "llava_ov_hf": 28, "llava15_hf": 28}  # name -> image side
+HF_MLLMS = {"qwen2_vl": 56, "qwen2_vl_tf5": 56, "llava_ov_hf": 28, "llava15_hf": 28, "qwen2_5_vl": 56,
+            "qwen2_5_vl_tf5": 56, "qwen3_vl": 64, "internvl_hf": 56}  # name -> image side
 
 
 def tensors(path) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ ARCH_DIR = Path(__file__).with_name("architectures")
 SLOT_RE = re.compile(
     r"^(embed_tokens\.weight|norm\.weight|lm_head\.weight|"
     r"layers\.\d+\.(self_attn\.[qkvo]_proj\.(weight|bias)|mlp\.(gate|up|down)_proj\.weight|"
-    r"(input|post_attention)_layernorm\.weight))$")
+    r"self_attn\.[qk]_norm\.weight|(input|post_attention)_layernorm\.weight))$")  # q/k_norm: Qwen3
 VOCAB_SLOTS = ("embed_tokens.weight", "lm_head.weight")
 
 
@@ -83,7 +83,8 @@ class Adapter:
         self.family_by_architecture = spec.get("family_by_architecture", {})
         self.text_config_key = spec.get("text_config")
         # transformers model_type whose config class reads a flat config.json of this checkpoint (remote-code
-        # models such as CogVLM and mPLUG-Owl2 are LLaMA underneath); default: the LM family
+        # models such as CogVLM and mPLUG-Owl2 are LLaMA underneath), or the nested text config whose own
+        # model_type transformers does not know (LLaVA-OneVision-1.5's is Qwen3's); default: the LM family
         self.config_model_type = spec.get("config_model_type")
         self.rules = [(re.compile(r["match"]), r) for r in rules]
 
@@ -120,6 +121,14 @@ class Adapter:
         # nested (llava-hf, transformers 5): the wrapper class builds its text config with the text class's
         # defaults; flat (liuhaotian, lmms-lab, remote code): the LM family's own class reads the raw JSON
         model_type = config.get("model_type") if nested else (self.config_model_type or self.family_of(config))
+        if nested and model_type not in CONFIG_MAPPING:
+            # a remote-code wrapper transformers does not know (InternVL's internvl_chat, LLaVA-OneVision-1.5's
+            # llavaonevision1_5): its nested text config, read by the language model's own config class
+            text = config[self.text_config_key]
+            model_type = text.get("model_type")
+            if model_type not in CONFIG_MAPPING:  # LLaVA-OneVision-1.5's LLaVAOneVision1_5_text is Qwen3's
+                model_type = self.config_model_type or self.family_of(config)
+            config = {k: v for k, v in text.items() if k != "model_type"}
         if model_type not in CONFIG_MAPPING:
             raise AdammsError(f"config.json of this {self.name} model has model_type {model_type!r}, which "
                               "transformers does not know; is this the right architecture (see --base-arch/--other-arch)?")

@@ -88,7 +88,7 @@ class Plan:
     task_manager: object
     sessions: dict  # method key -> (Settings, MergeSession)
     backend: str
-    other_backend: str
+    other_backend: str | None  # None: no `original: other` row
     out: Path
     metrics: dict
 
@@ -218,5 +218,6 @@ def plan(config_path: str | Path) -> Plan:
             _fail(f"task {t} has no labels (doc_to_target), so the oracle row cannot score it; drop the oracle row "
                   "or the task")
     out = Path(_resolve(cfg.get("output") or "comparison", root))
-    return Plan(cfg, root, rows, tasks, tm, sessions, choose_backend(cfg["base"]),
-                choose_backend(cfg["other"]), out, metrics)
+    # the other model needs a backend only for an `original: other` row (a remote-code other has none here)
+    other_backend = choose_backend(cfg["other"]) if any(r.original == "other" for r in rows) else None
+    return Plan(cfg, root, rows, tasks, tm, sessions, choose_backend(cfg["base"]), other_backend, out, metrics)

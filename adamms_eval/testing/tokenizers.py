@@ -12,6 +12,11 @@ QWEN2VL_EXTRA = ["<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", 
                  "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
                  "<|video_pad|>"]  # ids 100-110 (real: 151646-151656)
 OV_EXTRA = ["<image>", "<video>"]  # ids 100, 101 (real: 151646, 151647)
+QWEN25_EXTRA = QWEN2VL_EXTRA + ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                                "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]  # ids 100-118 (real: 151646-151664)
+INTERNVL_EXTRA = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>",
+                  "</box>"]  # InternVL3's additions to Qwen2.5's: ids 119-127 (real: 151665-151673)
+QWEN3_EXTRA = QWEN25_EXTRA + ["<tool_response>", "</tool_response>", "<think>", "</think>"]  # 100-122 (151646-151668)
 LLAMA_VOCAB = ["<unk>", "<s>", "</s>"] + _CHARS + ["".join(m) for m in _MERGES[:20]]
 LLAVA15_EXTRA = ["<image>", "<pad>"]  # ids 96, 97 (real: 32000, 32001)
 assert len(QWEN_VOCAB) == 100 and len(LLAMA_VOCAB) == 96
@@ -41,8 +46,9 @@ def chat_template(image: str, video: str, chatml: bool) -> str:
             "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 
 
-def build_tokenizer(vocab: list[str], template: str, **named):
-    """Byte-level BPE built exactly like transformers' Qwen2Tokenizer, which 5.x forces for model_type "qwen2"."""
+def build_tokenizer(vocab: list[str], template: str, model_specific: dict | None = None, **named):
+    """Byte-level BPE built exactly like transformers' Qwen2Tokenizer, which 5.x forces for model_type "qwen2".
+    `model_specific`: named extra tokens a processor reads as tokenizer attributes (InternVL's context_image_token)."""
     from tokenizers import Tokenizer
     from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
@@ -52,14 +58,15 @@ def build_tokenizer(vocab: list[str], template: str, **named):
                         continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False, byte_fallback=False))
     qwen2_pipeline(tok)
     specials = [w for w in vocab if w.startswith("<") and w not in named.values()]
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=specials, **named)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=specials,
+                                   model_specific_special_tokens=model_specific or None, **named)
     fast.chat_template = template
     return fast
 
 
-def qwen_tokenizer(extra: list[str], image: str = "", video: str = ""):
-    return build_tokenizer(QWEN_VOCAB + extra, chat_template(image, video, chatml=True),
-                      eos_token="<|im_end|>", pad_token="<|endoftext|>")
+def qwen_tokenizer(extra: list[str], image: str = "", video: str = "", model_specific: dict | None = None):
+    return build_tokenizer(QWEN_VOCAB + extra, chat_template(image, video, chatml=True), model_specific,
+                           eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
 def llama_tokenizer(extra: list[str], image: str = "", **named):

@@ -31,8 +31,9 @@ from .importing import vlmeval_modules
 
 vlmeval_modules()  # quiet import, or a one-line error naming the extra
 from vlmeval.smp import dump, get_rank_and_world_size  # noqa: E402
-from vlmeval.vlm import LLaVA_Next, LLaVA_OneVision_HF, Qwen2VLChat  # noqa: E402
+from vlmeval.vlm import LLaVA_Next, LLaVA_OneVision_HF, Qwen2VLChat, Qwen3VLChat  # noqa: E402
 from vlmeval.vlm.qwen2_vl.prompt import Qwen2VLPromptMixin  # noqa: E402
+from vlmeval.vlm.qwen3_vl.prompt import Qwen3VLPromptMixin  # noqa: E402
 
 log = logging.getLogger("adamms_eval")
 HARNESS = "vlmeval"  # the session's and the search cache's name for VLMEvalKit
@@ -211,23 +212,42 @@ def _numbers(result) -> dict:
     return out
 
 
-class AdammsQwen2VL(AdammsMixin, Qwen2VLChat):
-    MODEL_CLASS, PROCESSOR_CLASS, WRAPPER = "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", Qwen2VLChat
-    KWARGS = set(_signature_defaults(Qwen2VLChat)) | {"fps", "nframe"}
+class _QwenChat(AdammsMixin):
+    """Qwen2VLChat / Qwen3VLChat: their __init__ asserts a GPU and loads with flash-attention, so set what it sets,
+    from its own defaults: the attributes `ATTRS` and the generation settings `GENERATE`."""
+    PROMPT_MIXIN, ATTRS, GENERATE = None, (), ()
 
     def __init__(self, base, session=None, load_kwargs=None, **kwargs):
-        # Qwen2VLChat.__init__ asserts a GPU and flash-attention: set what it sets, from its own defaults.
-        s = {**_signature_defaults(Qwen2VLChat), **kwargs}
-        Qwen2VLPromptMixin.__init__(self, use_custom_prompt=s["use_custom_prompt"])  # then BaseModel.__init__
-        self.min_pixels, self.max_pixels, self.total_pixels = s["min_pixels"], s["max_pixels"], s["total_pixels"]
-        self.max_new_tokens = s["max_new_tokens"]
-        self.generate_kwargs = {k: s[k] for k in ("max_new_tokens", "top_p", "top_k", "temperature",
-                                                  "repetition_penalty", "do_sample")}
-        self.system_prompt, self.verbose, self.post_process = s["system_prompt"], s["verbose"], s["post_process"]
-        self.fps, self.nframe = s.get("fps", 2), s.get("nframe", 128)
-        self.use_audio_in_video, self.FRAME_FACTOR = s["use_audio_in_video"], 2
+        s = {**_signature_defaults(self.WRAPPER), **kwargs}
+        self.PROMPT_MIXIN.__init__(self, use_custom_prompt=s["use_custom_prompt"])  # then BaseModel.__init__
+        for k in self.ATTRS:
+            setattr(self, k, s[k])
+        self.generate_kwargs = {k: s[k] for k in self.GENERATE}
+        self.fps, self.nframe, self.FRAME_FACTOR = s.get("fps", 2), s.get("nframe", 128), 2
         self.use_vllm = self.use_lmdeploy = False
         self._adamms_init(base, session, load_kwargs, kwargs)
+
+
+_QWEN_ATTRS = ("min_pixels", "max_pixels", "total_pixels", "max_new_tokens", "system_prompt", "verbose",
+               "post_process", "use_audio_in_video")
+_QWEN_GENERATE = ("max_new_tokens", "top_p", "top_k", "temperature", "repetition_penalty")
+
+
+class AdammsQwen2VL(_QwenChat, Qwen2VLChat):
+    MODEL_CLASS, PROCESSOR_CLASS, WRAPPER = "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", Qwen2VLChat
+    KWARGS = set(_signature_defaults(Qwen2VLChat)) | {"fps", "nframe"}
+    PROMPT_MIXIN, ATTRS, GENERATE = Qwen2VLPromptMixin, _QWEN_ATTRS, _QWEN_GENERATE + ("do_sample",)
+
+
+class AdammsQwen2_5VL(AdammsQwen2VL):  # noqa: N801  VLMEvalKit serves Qwen2.5-VL with Qwen2VLChat too
+    MODEL_CLASS, PROCESSOR_CLASS = "Qwen2_5_VLForConditionalGeneration", "AutoProcessor"
+
+
+class AdammsQwen3VL(_QwenChat, Qwen3VLChat):
+    MODEL_CLASS, PROCESSOR_CLASS, WRAPPER = "Qwen3VLForConditionalGeneration", "AutoProcessor", Qwen3VLChat
+    KWARGS = set(_signature_defaults(Qwen3VLChat)) | {"fps", "nframe"}
+    PROMPT_MIXIN, GENERATE = Qwen3VLPromptMixin, _QWEN_GENERATE  # no do_sample: the generation config decides
+    ATTRS = _QWEN_ATTRS + ("top_p", "top_k", "temperature", "repetition_penalty", "presence_penalty")
 
 
 class AdammsLlavaOneVision(AdammsMixin, LLaVA_OneVision_HF):

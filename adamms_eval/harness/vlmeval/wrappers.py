@@ -7,14 +7,15 @@ from pathlib import Path
 from ...errors import AdammsError
 from ...session import MergeSession, lmms_spell, parse_settings
 from . import LOADING
-from .model import HARNESS, AdammsLlava, AdammsLlavaOneVision, AdammsQwen2VL
+from .model import HARNESS, AdammsLlava, AdammsLlavaOneVision, AdammsQwen2_5VL, AdammsQwen2VL, AdammsQwen3VL
 from .ports import AdammsCogVlm, AdammsMplugOwl2
 
 LOAD_KEYS = tuple(LOADING)
 
 # model_type in the base's config.json -> the wrapper that loads and runs it
 WRAPPERS = {"qwen2_vl": AdammsQwen2VL, "llava_onevision": AdammsLlavaOneVision, "llava": AdammsLlava,
-            "cogvlm": AdammsCogVlm, "mplug_owl2": AdammsMplugOwl2}
+            "cogvlm": AdammsCogVlm, "mplug_owl2": AdammsMplugOwl2, "qwen2_5_vl": AdammsQwen2_5VL,
+            "qwen3_vl": AdammsQwen3VL}
 
 
 def resolve_model_dir(path) -> str:
