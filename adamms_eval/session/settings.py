@@ -14,13 +14,12 @@ or which known name is closest. `spell(name, value)` writes an option the way th
 """
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import AdammsError
+from ..errors import AdammsError, suggest
 from ..merging.methods import REGISTRY, MergeMethod, default_candidates, make_method, resolve_method
 from ..search.rule import ALPHAS_FORMS, check_candidates, parse_alphas
 
@@ -113,11 +112,6 @@ class Settings:
                 "coefficient_given_as": self.given_as, "alpha": "auto" if self.auto else self.alpha,
                 "alphas": self.alphas, "search_samples": self.search_samples, "search_seed": self.search_seed,
                 "metric": self.metric, "search_report": self.search_report}
-
-
-def suggest(name: str, vocabulary: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(set(vocabulary)), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _owners(name: str) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ...errors import AdammsError
+from ...errors import AdammsError, closest, suggest
 from ..kernels import merged_delta
 
 
@@ -120,7 +120,7 @@ class MergeMethod:
         unknown = set(values) - set(self.params) - {self.coefficient}
         if unknown:
             raise AdammsError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-                              f"known: {', '.join(self.params) or 'none'}")
+                              f"known: {', '.join(self.params) or 'none'}{self._did_you_mean(sorted(unknown)[0])}")
         self.p = {}
         for name, spec in self.params.items():
             try:
@@ -128,6 +128,18 @@ class MergeMethod:
             except (TypeError, ValueError) as e:
                 raise AdammsError(f"{self.name}: bad value for {name}: {e}") from None
         self.default_coefficient = float(values[self.coefficient]) if self.coefficient in values else None
+
+    @classmethod
+    def _did_you_mean(cls, name: str) -> str:
+        """A close name of this method's, else a close parameter of another method (and which methods take it)."""
+        own = suggest(name, cls.param_names())
+        if own:
+            return own
+        other = closest(name, {p for m in REGISTRY.values() for p in m.params})
+        if other is None:
+            return ""
+        owners = ", ".join(m for m, c in REGISTRY.items() if other in c.params)
+        return f"; did you mean {other}? (a parameter of {owners}, not of {cls.name})"
 
     @classmethod
     def in_range(cls, lam: float) -> bool:
