@@ -8,6 +8,10 @@ Config (YAML):
     search: {alphas: "0:0.6:0.1", search_samples: 100, search_seed: 0, metric: exact}   (session.settings.SEARCH_KEYS)
     rows:                # default: the paper's Table 1 (originals, five baselines, AdaMMS, oracle)
       - {name: AdaMMS, method: linear, coefficient: auto}     # a number, auto or oracle; method params beside
+      - {name: TIES auto, method: paper_ties, coefficient: auto, alphas: "0.2:1.4:0.2"}   # a row's own search keys
+
+A search key in a row (alphas, search_samples, ...) overrides `search:` for that row's search and oracle sweep (a
+task-vector method moves along λ and needs its own grid). Errors name the fix in the YAML's own spelling.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ class Row:
     method: str | None = None  # method or preset name, as written
     params: dict = field(default_factory=dict)
     rule: str | float | None = None  # a number, "auto" or "oracle"
+    search: dict = field(default_factory=dict)  # this row's own search keys (over the config's `search:`)
 
     @property
     def kind(self) -> str:
@@ -73,10 +78,29 @@ def _load_yaml(path: Path) -> dict:
 
 
 def _resolve(path: str | None, root: Path) -> str | None:
+    """A config path: `${ADAMMS_CACHE}` is adamms-eval's cache root even when the variable is unset (its default,
+    runtime.cache_root), other variables and `~` as the shell would expand them, relative to the config's folder."""
     if path is None:
         return None
-    p = Path(os.path.expandvars(str(path))).expanduser()
+    from ..runtime import cache_root
+    text = str(path).replace("${ADAMMS_CACHE}", str(cache_root()))
+    text = text.replace("$ADAMMS_CACHE", str(cache_root())) if "$ADAMMS_CACHE" in text else text
+    p = Path(os.path.expandvars(text)).expanduser()
     return str(p if p.is_absolute() else (root / p).resolve())
+
+
+def _missing_checkpoint(key: str, path: str) -> str:
+    """Where `adamms zoo build` went, so a config that points elsewhere says what to write instead."""
+    from ..zoo.build import default_zoo_dir
+    zoo = default_zoo_dir()
+    cache = os.environ.get("ADAMMS_CACHE")
+    root = f"$ADAMMS_CACHE={cache}" if cache else "the default cache; $ADAMMS_CACHE is unset"
+    built = zoo / Path(path).name
+    if (built / "config.json").is_file():
+        return (f"{key} checkpoint {path} not found (no config.json there), but `adamms zoo build` wrote {built} "
+                f"({root}): write {key}: ${{ADAMMS_CACHE}}/zoo/{zoo.name}/{built.name} in the config")
+    return (f"{key} checkpoint {path} not found (no config.json there); `adamms zoo build` writes the zoo to {zoo} "
+            f"({root}): build it, or fix the path")
 
 
 @dataclass
@@ -93,8 +117,13 @@ class Plan:
     metrics: dict
 
 
-def _method_options(cfg: dict, method: str, params: dict) -> dict:
-    search = cfg.get("search") or {}
+def yaml_spell(name: str, value) -> str:
+    """How an option is written in a compare config: `name: value` (at the top, under search:, or in a row)."""
+    return f"{name}: {value}"
+
+
+def _method_options(cfg: dict, method: str, params: dict, row_search: dict | None = None) -> dict:
+    search = {**(cfg.get("search") or {}), **(row_search or {})}
     opts = {"base": cfg["base"], "other": cfg["other"], "method": method, "alpha": "auto", "search_report": "full",
             **{k: v for k, v in search.items() if k in SEARCH_KEYS}, **params}
     if cfg.get("pretrained"):
@@ -105,7 +134,9 @@ def _method_options(cfg: dict, method: str, params: dict) -> dict:
 
 
 def _method_key(row: Row) -> str:
-    return digest([row.method, sorted(row.params.items())])
+    """One session (and one LazyMerge) per method, parameters and the row's own search keys, if any."""
+    key = [row.method, sorted(row.params.items())]
+    return digest(key + [sorted(row.search.items())] if row.search else key)
 
 
 LINEAR_KEY = _method_key(Row("linear", method="linear"))  # always planned: it restores the base between methods
@@ -130,6 +161,7 @@ def _parse_rows(raw) -> list[Row]:
         if not method:
             _fail(f"row {name!r} needs a method (linear, ties, ... or a preset such as paper_ties) or original: base|other")
         rule = r.pop("coefficient", None)
+        search = {k: r.pop(k) for k in sorted(set(r) & SEARCH_KEYS)}
         params = {k: v for k, v in r.items()}
         for k in ("alpha", "lambda"):
             if k in params:
@@ -141,7 +173,12 @@ def _parse_rows(raw) -> list[Row]:
                 rule = float(rule)
             except ValueError:
                 _fail(f"row {name!r}: coefficient {rule!r} must be a number, auto or oracle")
-        rows.append(Row(name, method=str(method), params={k: str(v) for k, v in params.items()}, rule=rule))
+        if search and rule not in RULES:
+            k = next(iter(search))
+            _fail(f"row {name!r}: {yaml_spell(k, search[k])} configures a search, and this row runs at "
+                  f"{'its method default' if rule is None else rule}; add coefficient: auto (or oracle), or drop {k}")
+        rows.append(Row(name, method=str(method), params={k: str(v) for k, v in params.items()}, rule=rule,
+                        search=search))
     return rows
 
 
@@ -178,9 +215,10 @@ def plan(config_path: str | Path) -> Plan:
     for k in ("base", "other", "pretrained"):
         cfg[k] = _resolve(cfg.get(k), root)
         if cfg[k] and not (Path(cfg[k]) / "config.json").is_file():
-            _fail(f"{k} checkpoint {cfg[k]} not found (no config.json there); build it (`adamms zoo build`) or fix the path")
+            _fail(_missing_checkpoint(k, cfg[k]))
     includes = [_resolve(p, root) for p in ([cfg["include_path"]] if isinstance(cfg.get("include_path"), str)
                                             else cfg.get("include_path") or [])]
+    cfg["include_path"] = includes  # resolved, as base / other / pretrained are
     rows = _parse_rows(cfg.get("rows"))
     sessions = {}
     for row in rows:
@@ -198,14 +236,14 @@ def plan(config_path: str | Path) -> Plan:
         mk = _method_key(row)
         if mk not in sessions:
             try:
-                settings, _ = parse_settings(_method_options(cfg, row.method, row.params))
+                settings, _ = parse_settings(_method_options(cfg, row.method, row.params, row.search), spell=yaml_spell)
                 backend = choose_backend(cfg["base"])
-                sessions[mk] = (settings, MergeSession(settings, backend, HARNESS))  # preflight plan: headers only
+                sessions[mk] = (settings, MergeSession(settings, backend, HARNESS, spell=yaml_spell))  # headers only
             except AdammsError as e:
                 _fail(f"row {row.name!r}: {e}")
     if LINEAR_KEY not in sessions:
-        settings, _ = parse_settings(_method_options(cfg, "linear", {}))
-        sessions[LINEAR_KEY] = (settings, MergeSession(settings, choose_backend(cfg["base"]), HARNESS))
+        settings, _ = parse_settings(_method_options(cfg, "linear", {}), spell=yaml_spell)
+        sessions[LINEAR_KEY] = (settings, MergeSession(settings, choose_backend(cfg["base"]), HARNESS, spell=yaml_spell))
     from lmms_eval.tasks import TaskManager
     tm = TaskManager("WARNING", include_path=includes or None)
     names = [cfg["tasks"]] if isinstance(cfg["tasks"], str) else list(cfg["tasks"])

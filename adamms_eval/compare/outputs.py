@@ -77,11 +77,14 @@ def figures(p, subset, sweeps, coef) -> dict:
 
 
 def summary(data: dict) -> str:
+    """The console table: one column per task under its full name, rows under their full labels."""
     rows = data["table1"]["rows"]
-    lines = [f"{'row':34} " + " ".join(f"{t[-10:]:>10}" for t in data["tasks"]) + f" {'SUM':>8}"]
+    width = {t: max(len(t), 6) for t in data["tasks"]}
+    label = max([len("row")] + [len(r["label"]) for r in data["rows"]])
+    lines = [f"{'row':{label}} " + " ".join(f"{t:>{width[t]}}" for t in data["tasks"]) + f" {'SUM':>8}"]
     for r in data["rows"]:
         s = rows[r["name"]]
-        lines.append(f"{r['label'][:34]:34} " + " ".join(f"{s['scores'].get(t, float('nan')):>10.1f}"
-                                                        for t in data["tasks"])
+        lines.append(f"{r['label']:{label}} " + " ".join(f"{s['scores'].get(t, float('nan')):>{width[t]}.1f}"
+                                                       for t in data["tasks"])
                      + f" {s['sum'] if s['sum'] is not None else float('nan'):>8.1f}")
     return "\n".join(lines)

@@ -276,7 +276,22 @@ class Runner:
         return from_rank0(data)
 
 
+def console_logging() -> None:
+    """lmms-eval logs through loguru, whose default handler prints DEBUG to the console (its task index says
+    "... could not be loaded as a task or group" for every YAML file that is no task). Here INFO and up reach
+    stderr ($LOGURU_LEVEL overrides); a handler someone else added is left alone."""
+    import sys
+
+    from loguru import logger
+    try:
+        logger.remove(0)  # loguru's default handler, if it is still there
+    except ValueError:
+        return
+    logger.add(sys.stderr, level=os.environ.get("LOGURU_LEVEL", "INFO"))
+
+
 def run_compare(config_path, log=print) -> dict:
+    console_logging()
     p = plan(config_path)  # everything that can fail without a model fails here (on every rank alike)
     started = start_distributed()
     try:

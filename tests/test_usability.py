@@ -1,0 +1,133 @@
+"""What a newcomer hit (issue 21, items 11-18): did-you-mean on `adamms merge --param`, compare's YAML-spelled errors
+and per-row candidates, compare's console, configs that follow $ADAMMS_CACHE, and `make test`'s progress."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adamms_eval import compare
+from adamms_eval.cli import main
+from adamms_eval.errors import AdammsError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def task_data(tmp_path_factory):
+    from adamms_eval.task_folders import write_zoo_tasks
+    root = tmp_path_factory.mktemp("tasks")
+    write_zoo_tasks(root, rows=12)
+    return str(root)
+
+
+def _config(tmp_path, zoo, rows, tasks_root, **over):
+    cfg = {"base": str(zoo["qwen2_vl"]), "other": str(zoo["llava_ov_hf"]), "pretrained": str(zoo["qwen2_lm"]),
+           "tasks": ["adamms_zoo_colour"], "include_path": [tasks_root], "limit": 4, "output": str(tmp_path / "out"),
+           "cache_dir": str(tmp_path / "cache"), "search": {"alphas": "0:0.4:0.2", "search_samples": 4},
+           "rows": rows, **over}
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# -- 11: adamms merge --param did-you-mean --------------------------------------------------------------------
+@pytest.mark.parametrize("method, extra, needle", [
+    ("linear", ["--alpha", "0.3"], "did you mean density? (a parameter of ties, dare_linear, dare_ties, not of linear)"),
+    ("ties", [], "did you mean density?"),
+])
+def test_merge_param_typo_did_you_mean(zoo, tmp_path, capsys, method, extra, needle):
+    out = tmp_path / "out"
+    code = main(["merge", "--base", str(zoo["qwen2_vl"]), "--other", str(zoo["llava_ov_hf"]), "--pretrained",
+                 str(zoo["qwen2_lm"]), "--method", method, *extra, "--param", "densty=0.5", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+# -- 12: compare speaks YAML; candidates per row ---------------------------------------------------------------
+def test_compare_errors_speak_yaml(tmp_path, zoo, task_data):
+    path = _config(tmp_path, zoo, [{"name": "t", "method": "ties", "coefficient": "auto"}], task_data, pretrained=None)
+    with pytest.raises(AdammsError) as e:
+        compare.plan(path)
+    assert "pretrained: DIR" in str(e.value) and "pretrained=DIR" not in str(e.value)
+    path = _config(tmp_path, zoo, [{"name": "t", "method": "linear", "coefficient": 0.3, "alphas": "0:1:0.5"}],
+                   task_data)
+    with pytest.raises(AdammsError, match=r"row 't': alphas: 0:1:0.5 configures a search.*coefficient: auto"):
+        compare.plan(path)
+
+
+def test_compare_rows_take_their_own_candidates(tmp_path, zoo, task_data):
+    rows = [{"name": "AdaMMS", "method": "linear", "coefficient": "auto"},
+            {"name": "TIES auto", "method": "paper_ties", "coefficient": "auto", "alphas": "0.2:1.0:0.4"},
+            {"name": "TIES oracle", "method": "paper_ties", "coefficient": "oracle", "alphas": "[0.5, 1, 1.5]",
+             "search_samples": 3}]
+    p = compare.plan(_config(tmp_path, zoo, rows, task_data))
+    from adamms_eval.compare.config import _method_key
+    by_name = {r.name: p.sessions[_method_key(r)][0] for r in p.rows}
+    assert by_name["AdaMMS"].alphas == [0.0, 0.2, 0.4]  # the config's search block
+    assert by_name["TIES auto"].alphas == [0.2, 0.6, 1.0] and by_name["TIES auto"].search_samples == 4
+    assert by_name["TIES oracle"].alphas == [0.5, 1.0, 1.5] and by_name["TIES oracle"].search_samples == 3
+
+
+# -- 13: compare's console ---------------------------------------------------------------------------------------
+def test_compare_summary_shows_full_task_names():
+    from adamms_eval.compare.outputs import summary
+    tasks = ["adamms_zoo_colour", "adamms_zoo_position_long_name"]
+    data = {"tasks": tasks, "rows": [{"name": "a", "label": "AdaMMS (alpha auto)"}],
+            "table1": {"rows": {"a": {"scores": {tasks[0]: 50.0, tasks[1]: 25.0}, "sum": 75.0}}}}
+    head, line = summary(data).splitlines()
+    assert all(t in head.split() for t in tasks)
+    assert line.split()[-3:] == ["50.0", "25.0", "75.0"]
+    assert head.index(tasks[1]) + len(tasks[1]) == line.index("25.0") + len("25.0")  # right-aligned under its name
+
+
+def test_compare_console_has_no_lmms_eval_debug_lines(tmp_path, zoo, task_data):
+    """lmms-eval's task index logs a DEBUG line per YAML file that is no task; compare's console shows INFO and up."""
+    (Path(task_data) / "notes.yaml").write_text("just: notes\n")  # a YAML that is no task
+    path = _config(tmp_path, zoo, [{"name": "x", "method": "linear"}], task_data, tasks=["adamms_zoo_colur"])
+    code = ("import sys; from adamms_eval import compare; from adamms_eval.errors import AdammsError\n"
+            "try: compare.run_compare(sys.argv[1], log=lambda *_: None)\n"
+            "except AdammsError as e: print('refused:', e, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert "refused:" in r.stderr and "adamms_zoo_colour" in r.stderr, r.stderr[-2000:]
+    assert "could not be loaded as a task or group" not in r.stderr
+    assert "| DEBUG" not in r.stderr
+
+
+# -- 16: configs follow $ADAMMS_CACHE ---------------------------------------------------------------------------
+def test_zoo_config_follows_adamms_cache(tmp_path, monkeypatch):
+    from adamms_eval.compare.config import _resolve
+    from adamms_eval.zoo.build import default_zoo_dir
+    raw = yaml.safe_load((REPO / "configs" / "zoo.yaml").read_text())
+    assert "~/.cache" not in json.dumps(raw)
+    monkeypatch.setenv("ADAMMS_CACHE", str(tmp_path / "moved"))
+    for k in ("base", "other", "pretrained"):
+        assert Path(_resolve(raw[k], REPO / "configs")).parent == default_zoo_dir()
+    from adamms_eval.task_folders import default_tasks_dir
+    assert Path(_resolve(raw["include_path"][0], REPO / "configs")) == default_tasks_dir()
+    monkeypatch.delenv("ADAMMS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # unset: the default cache root
+    assert Path(_resolve(raw["base"], REPO)) == tmp_path / "xdg" / "adamms-eval" / "zoo" / default_zoo_dir().name / \
+        "model_a"
+
+
+def test_missing_zoo_model_says_where_the_build_went(tmp_path, monkeypatch, zoo, task_data):
+    from adamms_eval.zoo.build import default_zoo_dir
+    monkeypatch.setenv("ADAMMS_CACHE", str(tmp_path / "cache_root"))
+    built = default_zoo_dir() / "model_a"
+    built.mkdir(parents=True)
+    (built / "config.json").write_text("{}")
+    path = _config(tmp_path, zoo, [{"name": "x", "method": "linear"}], task_data,
+                   base=str(tmp_path / "elsewhere" / "zoo" / default_zoo_dir().name / "model_a"))
+    with pytest.raises(AdammsError) as e:
+        compare.plan(path)
+    msg = str(e.value)
+    assert f"`adamms zoo build` wrote {built}" in msg and "${ADAMMS_CACHE}/zoo/" in msg, msg
+    (built / "config.json").unlink()
+    with pytest.raises(AdammsError, match=re.escape(f"writes the zoo to {default_zoo_dir()}")):
+        compare.plan(path)
