@@ -21,8 +21,10 @@ reproduce: setup
 	HF_HUB_OFFLINE=1 $(BIN)/adamms zoo tasks
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/adamms compare configs/zoo.yaml
 
+# one line per test file with a running count ([ 12/300]), then the 15 slowest tests (the full run takes a while)
+PYTEST_PROGRESS := -o console_output_style=count --durations=15 --durations-min=1
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_PROGRESS)
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_merge.py

@@ -131,3 +131,21 @@ def test_missing_zoo_model_says_where_the_build_went(tmp_path, monkeypatch, zoo,
     (built / "config.json").unlink()
     with pytest.raises(AdammsError, match=re.escape(f"writes the zoo to {default_zoo_dir()}")):
         compare.plan(path)
+
+
+# -- 18: make test shows progress per file and the slowest tests ------------------------------------------------
+def test_make_test_shows_files_and_slowest(tmp_path):
+    make = (REPO / "Makefile").read_text()
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+    recipe = re.search(r"^test:.*\n\t(.+)$", make, re.M).group(1)
+    assert "-q" not in recipe.split()
+    options = re.search(r"^PYTEST_PROGRESS := (.+)$", make, re.M).group(1).split()
+    for name in ("test_a.py", "test_b.py"):
+        (tmp_path / name).write_text("import time\n\ndef test_one():\n    time.sleep(1.05)\n\ndef test_two():\n    pass\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", *options, "-p", "no:cacheprovider", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stdout
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("test_a.py ..") and "[2/4]" in line for line in lines), r.stdout  # file + count
+    assert any(line.startswith("test_b.py ..") and "[4/4]" in line for line in lines), r.stdout
+    assert "slowest" in r.stdout and "test_a.py::test_one" in r.stdout and "test_a.py::test_two" not in r.stdout
