@@ -152,11 +152,23 @@ def test_launcher_full_report_uses_the_tasks_aggregation(zoo, tasks_dir, tmp_pat
 def test_failures_exit_non_zero_from_the_launcher(zoo, tasks_dir, tmp_path):
     """issue 10.7 / 10.5: lmms-eval exits 0 on a failed run; `adamms eval` does not, and says why."""
     base = f"base={zoo['qwen2_vl']},other={zoo['llava_ov_hf']}"
-    launched = run_cli(tasks_dir, "adamms", base + ",metric=cosine", out=tmp_path / "l",
+    # issue 21.10: a bad setting or an incompatible pair is refused by our preflight, before lmms-eval starts
+    for args, needle in ((base + ",metric=cosine", "metric=cosine: choose metric=exact or metric=embedding"),
+                         (f"base={zoo['qwen2_vl']},other={zoo['llava15_hf']},alpha=0.3", "language models differ")):
+        pre = run_cli(tasks_dir, "adamms", args, out=tmp_path / "pre", launcher=[str(BIN / "adamms"), "eval"])
+        assert pre.returncode == 2 and pre.stderr.count("\n") == 1 and needle in pre.stderr, pre.stderr
+        assert pre.stdout == "" and not (tmp_path / "pre").exists()  # lmms-eval never ran
+    # a backend argument only the model can check: lmms-eval logs a traceback and exits 0; the console gets our one
+    # line and the log's path, the log the whole traceback
+    launched = run_cli(tasks_dir, "adamms", base + ",alpha=0.3,max_pixls=100", out=tmp_path / "l",
                        launcher=[str(BIN / "adamms"), "eval"])
-    # lmms-eval logs the error and exits 0 with no results file; the launcher turns that into a failure
-    assert "metric=cosine: choose metric=exact or metric=embedding" in launched.stdout + launched.stderr
-    assert launched.returncode != 0 and "wrote no results" in launched.stderr
+    console = launched.stdout + launched.stderr
+    log = tmp_path / "l" / "adamms_eval.log"
+    assert launched.returncode == 2 and "Traceback" not in console and "Error during evaluation" not in console
+    (line,) = [x for x in launched.stderr.splitlines() if x.startswith("adamms eval: error:")]
+    assert "max_pixls=100" in line and "did you mean max_pixels?" in line and str(log) in line
+    assert "Traceback (most recent call last)" in log.read_text() and "max_pixls=100" in log.read_text()
+    assert "Selected Tasks" in console  # the rest of lmms-eval's output still reaches the console
     assert not list((tmp_path / "l").rglob("*_results.json"))
     commas = run_cli(tasks_dir, "adamms", base + ",alphas=0,0.3,0.6", out=tmp_path / "l",
                      launcher=[str(BIN / "adamms"), "eval"])

@@ -149,3 +149,21 @@ def test_make_test_shows_files_and_slowest(tmp_path):
     assert any(line.startswith("test_a.py ..") and "[2/4]" in line for line in lines), r.stdout  # file + count
     assert any(line.startswith("test_b.py ..") and "[4/4]" in line for line in lines), r.stdout
     assert "slowest" in r.stdout and "test_a.py::test_one" in r.stdout and "test_a.py::test_two" not in r.stdout
+
+
+# -- 10: adamms eval keeps lmms-eval's tracebacks to its log --------------------------------------------------------
+def test_console_filter_drops_tracebacks_keeps_progress():
+    from adamms_eval.harness.lmms_eval.launcher import ConsoleFilter, failure_line
+    shown = []
+    f = ConsoleFilter(shown.append)
+    text = ("loading\n\rbar  10%\rbar 100%\nTraceback (most recent call last):\n  File \"x.py\", line 1\n    raise\n"
+            "ValueError: inner\n\nDuring handling of the above exception, another exception occurred:\n\n"
+            "Traceback (most recent call last):\n  File \"y.py\", line 2\n"
+            "adamms_eval.errors.AdammsError: alpha=2: must be in [0, 1]\n"
+            "\x1b[31m2026 | ERROR    | lmms_eval.__main__:cli_evaluate:614 - Error during evaluation: boom\x1b[0m\nafter\n")
+    for i in range(0, len(text), 7):  # arrives in pieces
+        f.feed(text[i:i + 7])
+    f.close()
+    assert "".join(shown) == "loading\n\rbar  10%\rbar 100%\nafter\n"
+    assert failure_line(f.failure) == ("alpha=2: must be in [0, 1]", True)
+    assert failure_line("RuntimeError: CUDA out of memory") == ("RuntimeError: CUDA out of memory", False)
