@@ -103,9 +103,9 @@ def test_auto_search_records_resumes_and_agrees_over_two_ranks(zoo, tasks_dir, t
     for task, metric in (("adamms_shapes_color", "exact_match"), ("adamms_shapes_mc", "acc")):
         scores = rec["tasks"][task]["task_scores"][metric]  # search_report=full: the task metric per candidate
         assert set(scores) == {"0.0", "0.3", "0.6"} and all(0 <= v <= 1 for v in scores.values())
-    # MME's aggregation needs both questions of an image; seed 3 draws docs 1,3,4,5: the record says why
+    # MME's aggregation needs both questions of an image: the subset is drawn in whole pairs (issue 21.17)
     mme = rec["tasks"]["adamms_shapes_mme"]
-    assert "task_scores" not in mme and "pairwise" in mme["task_scores_unavailable"]
+    assert set(mme["task_scores"]["mme_perception_score"]) == {"0.0", "0.3", "0.6"}
 
     # issue 10.6: no --output_path -> the record goes to ./adamms_results/<run name>/ and the log says so
     cwd = tmp_path / "cwd"
@@ -147,6 +147,29 @@ def test_launcher_full_report_uses_the_tasks_aggregation(zoo, tasks_dir, tmp_pat
     ours = mme["task_scores"]["mme_perception_score"][str(mme["alpha"])]
     assert ours == pytest.approx(data["results"]["adamms_shapes_mme"]["mme_perception_score,none"])
     assert (res.parent / "adamms_search_adamms_shapes_mme.png").is_file()
+
+
+def test_one_search_bar_per_task_and_mme_scored_on_whole_pairs(zoo, tasks_dir, tmp_path):
+    """issue 21.14: the search draws one bar (candidates × inputs, the coefficient being generated), not the backend's
+    "Model Responding" bar per batch; 21.17: MME's search subset holds whole question pairs, so its aggregation
+    scores every candidate (Figure 2's score curve)."""
+    import re
+    args = (f"base={zoo['qwen2_vl']},other={zoo['llava_ov_hf']},alpha=auto,alphas=[0,0.3,0.6],search_samples=3,"
+            f"search_report=full,cache_dir={tmp_path / 'c'}")
+    out = tmp_path / "out"
+    r = run_cli(tasks_dir, "adamms", args, "adamms_shapes_mme", out, launcher=[str(BIN / "adamms"), "eval"])
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    log = (out / "adamms_eval.log").read_text()
+    started = r"{}:\s+0%\|\s*\| 0/\d+ \[00:00<\?, \?it/s\]"  # a bar's first drawing (before any postfix)
+    assert len(re.findall(started.format("Model Responding"), log)) == 1, log[-3000:]  # the task's own run only
+    assert len(re.findall(started.format("adamms search adamms_shapes_mme"), log)) == 1
+    assert re.search(r"adamms search adamms_shapes_mme: 100%\|[^|]*\| 12/12 [^\r\n]*alpha=0\.6", log)
+    mme = search_record(out)["tasks"]["adamms_shapes_mme"]
+    assert mme["subset_size"] == 4 and mme["generations"] == 12  # two whole pairs (at least 3 questions)
+    assert set(mme["task_scores"]["mme_perception_score"]) == {"0.0", "0.3", "0.6"}
+    assert "task_scores_unavailable" not in mme and any("whole groups" in n for n in mme["notes"])
+    (samples,) = out.rglob("*_samples_adamms_shapes_mme.jsonl")
+    assert len(samples.read_text().splitlines()) == 6
 
 
 def test_failures_exit_non_zero_from_the_launcher(zoo, tasks_dir, tmp_path):

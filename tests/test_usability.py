@@ -167,3 +167,47 @@ def test_console_filter_drops_tracebacks_keeps_progress():
     assert "".join(shown) == "loading\n\rbar  10%\rbar 100%\nafter\n"
     assert failure_line(f.failure) == ("alpha=2: must be in [0, 1]", True)
     assert failure_line("RuntimeError: CUDA out of memory") == ("RuntimeError: CUDA out of memory", False)
+
+
+# -- 17: search subsets in whole groups (MME's question pairs) ------------------------------------------------------
+def test_subset_in_whole_groups_is_seeded_and_order_free():
+    from adamms_eval.search.rule import draw_subset
+    ids = list(range(40))
+    groups = {i: f"image{i // 2}.png" for i in ids}  # MME: two questions per image
+    for seed in range(5):
+        sub = draw_subset(ids, 9, seed, groups)
+        assert len(sub) == 10 and all(i ^ 1 in sub for i in sub)  # whole pairs, at least 9
+        assert sub == draw_subset(ids[::-1], 9, seed, dict(reversed(groups.items())))
+    assert draw_subset(ids, 9, 0, groups) != draw_subset(ids, 9, 1, groups)
+    singletons = {i: f"q{i}" for i in ids}  # every group one input: the plain draw, as before
+    assert draw_subset(ids, 9, 3, singletons) == draw_subset(ids, 9, 3)
+
+
+def test_pairwise_task_scores_on_a_grouped_subset():
+    """A scorer that, like MME's aggregation, refuses an image with one question scores every candidate."""
+    from adamms_eval.merging.methods import make_method
+    from adamms_eval.search.runner import CoefficientSearch, SearchInput
+
+    class Moving:
+        method, value = make_method("linear"), None
+
+        def set(self, alpha):
+            self.value = alpha
+
+    model = Moving()
+    inputs = [SearchInput(d, f"{d}:p", None, f"img{d // 2}") for d in range(30)]
+
+    def answer(batch):
+        return [("yes" if model.value < 0.3 + (i.doc_id % 5) / 10 else "no") for i in batch]
+
+    def pairwise(alpha, answers):
+        per_image = {}
+        for d, a in answers.items():
+            per_image.setdefault(d // 2, []).append(a == "yes")
+        assert all(len(v) == 2 for v in per_image.values()), "MME only supports pairwise evaluation"
+        return {"acc_plus": sum(all(v) for v in per_image.values()) / len(per_image)}
+
+    rec = CoefficientSearch(model, [0.0, 0.2, 0.4, 0.6], samples=7, seed=2, progress=False).run(
+        "mme_like", inputs, answer, pairwise)
+    assert rec["subset_size"] == 8 and set(rec["task_scores"]["acc_plus"]) == {"0.0", "0.2", "0.4", "0.6"}
+    assert any("whole groups" in n and "4 groups" in n for n in rec["notes"])

@@ -149,12 +149,29 @@ def select_alpha(responses: dict[float, Sequence[str]], metric: str = "exact",
     return SearchResult(best, scores, metric, diff, ends, alphas)
 
 
-def draw_subset(ids: Sequence, size: int, seed: int) -> list:
-    """A seeded random subset (the same whatever order `ids` come in), in sorted order."""
+def draw_subset(ids: Sequence, size: int, seed: int, groups: dict | None = None) -> list:
+    """A seeded random subset (the same whatever order `ids` come in), in sorted order.
+
+    `groups` ({id: group}) for a task scored per group of inputs (MME: both questions of an image, its aggregation
+    refuses a lone one): when some group holds several ids, whole groups are drawn, in a seeded order, until the
+    subset holds at least `size` ids (so it may exceed `size` by less than one group). Without groups, or when
+    every group is one id, it is the plain draw."""
     ids = sorted(set(ids))
     if size >= len(ids):
         return ids
-    return sorted(random.Random(seed).sample(ids, size))
+    members: dict = {}
+    for i in ids:
+        members.setdefault(repr(groups[i]) if groups and groups.get(i) is not None else ("input", i), []).append(i)
+    if all(len(m) == 1 for m in members.values()):
+        return sorted(random.Random(seed).sample(ids, size))
+    order = sorted(members, key=repr)
+    random.Random(seed).shuffle(order)
+    subset: list = []
+    for key in order:
+        if len(subset) >= size:
+            break
+        subset += members[key]
+    return sorted(subset)
 
 
 def write_json_atomic(path, data) -> None:

@@ -29,6 +29,7 @@ class SearchInput:
     doc_id: Any
     key: str          # identifies the input's prompt and settings in the cache
     payload: Any      # whatever the harness needs to answer it
+    group: Any = None  # inputs the task scores together (MME: an image's two questions) share one; drawn whole
 
 
 class CoefficientSearch:
@@ -53,8 +54,14 @@ class CoefficientSearch:
         all_ids = sorted({d for ids in self.gather(sorted(local)) for d in ids})
         if not all_ids:
             raise AdammsError(f"alpha=auto: task {task} has no inputs to search on; give the task data or a fixed alpha")
-        subset = draw_subset(all_ids, self.samples, self.seed)
+        groups: dict = {}
+        for part in self.gather({i.doc_id: i.group for i in inputs if i.group is not None}):
+            groups.update(part)
+        subset = draw_subset(all_ids, self.samples, self.seed, groups)
         notes = []
+        if groups and len(set(map(repr, groups.values()))) < len(groups) and len(subset) < len(all_ids):
+            notes.append(f"the subset is drawn in whole groups of inputs the task scores together: {len(subset)} "
+                         f"inputs in {len({repr(groups.get(d, d)) for d in subset})} groups")
         if self.samples > len(all_ids):
             notes.append(f"search_samples={self.samples} is larger than the task ({len(all_ids)} inputs): using all")
             log.warning("%s: %s", task, notes[-1])

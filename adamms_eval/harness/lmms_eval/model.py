@@ -10,8 +10,10 @@ lives in adamms_eval.session; this file is the lmms-eval plumbing: each task's r
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import inspect
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,7 +35,8 @@ from .loglikelihood import continuation_nll
 HARNESS = "lmms_eval"
 # Set by the adamms model itself, never by the user: passing them would clash with ours.
 _OWN_BACKEND_ARGS = {"self", "pretrained", "device", "batch_size", "max_batch_size"}
-_RUN_NAMES: dict[tuple[str, str], str] = {}  # (base, other) as given -> run name, for lmms-eval's model_name
+_RUN_NAMES: dict[tuple[str, str], str] = {}
+GROUP_FIELD = "question_id"  # docs sharing it are scored together (MME: the image of a question pair)  # (base, other) as given -> run name, for lmms-eval's model_name
 
 __all__ = ["Adamms", "BACKENDS", "RECORD_NAME"]
 
@@ -168,13 +171,31 @@ class Adamms(lmms):
         return self.session.run_task(_Task(task, self._output_dir, score,
                                            lambda: self._search_inputs(real), answer))
 
-    @staticmethod
-    def _search_inputs(requests) -> list[SearchInput]:
+    def _search_inputs(self, requests) -> list[SearchInput]:
         docs = collections.OrderedDict()
         for r in requests:
             docs.setdefault(r.doc_id, []).append(r)
-        return [SearchInput(d, f"{d}:{digest([str(a) for a in (rs[0].args[0], rs[0].args[1])] + [len(rs)])}", rs)
-                for d, rs in docs.items()]
+        groups = self._doc_groups(requests)
+        return [SearchInput(d, f"{d}:{digest([str(a) for a in (rs[0].args[0], rs[0].args[1])] + [len(rs)])}", rs,
+                            groups.get(d)) for d, rs in docs.items()]
+
+    def _doc_groups(self, requests) -> dict:
+        """{doc_id: group} when the task's docs come in groups it scores together: MME's aggregation needs both
+        questions of an image, and its docs (lmms-eval's `mme`, our `adamms_shapes_mme`) share the image's
+        `question_id`. A task whose question_id never repeats (or that has none) is not grouped."""
+        if not requests:
+            return {}
+        task, split = requests[0].args[4], requests[0].args[5]
+        try:
+            dataset = self.task_dict[task][split]
+        except (KeyError, TypeError):
+            return {}
+        if GROUP_FIELD not in (getattr(dataset, "column_names", None) or ()):
+            return {}
+        column = [str(v) for v in dataset[GROUP_FIELD]]
+        if len(set(column)) == len(column):
+            return {}
+        return {r.doc_id: column[r.doc_id] for r in requests}
 
     # -- lmms API ------------------------------------------------------------------------------------------
     def generate_until(self, requests):
@@ -184,7 +205,8 @@ class Adamms(lmms):
             reqs = [requests[i] for i in idx]
 
             def answer(inputs):
-                return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
+                with backend_bar_off(self.backend):  # the search's own bar counts candidates × inputs
+                    return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
 
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=True))
             for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
@@ -255,6 +277,27 @@ class Adamms(lmms):
             self.session.write_records(self._output_dir)
             eval_logger.info(f"adamms: search record -> {self._output_dir / RECORD_NAME}")
         super().clean()
+
+
+@contextlib.contextmanager
+def backend_bar_off(backend):
+    """No progress bar from the backend's generate_until while the search calls it: lmms-eval's backends draw a
+    "Model Responding" bar per call and the search calls once per batch (hundreds of finished bars in a log), where
+    its own bar, one per task's search, counts candidates × inputs and shows the coefficient being generated.
+    The backend's module imports `tqdm` by name (lmms-eval's built-ins and our ports): that name is what changes."""
+    module = sys.modules.get(type(backend).__module__)
+    real = getattr(module, "tqdm", None)
+    if real is None:
+        yield
+        return
+
+    def quiet(*args, **kwargs):
+        return real(*args, **{**kwargs, "disable": True})
+    module.tqdm = quiet
+    try:
+        yield
+    finally:
+        module.tqdm = real
 
 
 @dataclass
