@@ -124,12 +124,16 @@ def _cached_answers(cache: Path, dataset: str) -> dict[float, dict[str, str]]:
     return out
 
 
-def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_path, caplog):
+def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_path, capsys):
     from adamms_eval.search.rule import select_alpha
     args = ["--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--alpha", "auto", "--alphas", "0:0.6:0.2",
             "--search-samples", "4", "--search-seed", "3", "--cache-dir", tmp_path / "cache"]
     out = run_ok(tmp_path / "auto", *args, data=("AdammsShapes_YN", "AdammsShapes_GQA"))
     rec = json.loads((out / "adamms_search.json").read_text())
+    console = capsys.readouterr().err  # issue 21.15: what was chosen and where the record is, as lmms-eval says it
+    assert all(f"adamms: {ds}: chose alpha={rec['tasks'][ds]['alpha']} D=" in console
+               for ds in ("AdammsShapes_YN", "AdammsShapes_GQA"))
+    assert f"adamms: search record -> {out / 'adamms_search.json'}" in console
     for ds in ("AdammsShapes_YN", "AdammsShapes_GQA"):
         r = rec["tasks"][ds]
         assert r["subset_size"] == 4 and r["task_size"] == ROWS and r["generations"] == 16
@@ -152,9 +156,9 @@ def test_auto_search_record_matches_select_alpha_and_runs_at_it(zoo, env, tmp_pa
     # a resumed run in the same folder takes α from the record instead of searching (nothing asked of the cache)
     for f in out.glob("m_AdammsShapes_YN*"):
         f.unlink()
-    with caplog.at_level("INFO", logger="adamms_eval"):
-        resumed = run_ok(tmp_path / "auto", *args[:-1], tmp_path / "fresh_cache", data=("AdammsShapes_YN",))
-    assert "from the record of the earlier run" in caplog.text
+    capsys.readouterr()
+    resumed = run_ok(tmp_path / "auto", *args[:-1], tmp_path / "fresh_cache", data=("AdammsShapes_YN",))
+    assert "from the record of the earlier run" in capsys.readouterr().err
     assert not list((tmp_path / "fresh_cache").rglob("AdammsShapes_YN*.jsonl"))
     assert predictions(resumed, "AdammsShapes_YN") == predictions(again, "AdammsShapes_YN")
     from vlmeval.dataset.utils.yorn import YOrN_Extraction

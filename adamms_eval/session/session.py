@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Protocol
@@ -32,7 +33,7 @@ from .settings import SETTINGS, Settings, lmms_spell, parse_settings
 log = logging.getLogger("adamms_eval")
 
 __all__ = ["HarnessTask", "MergeSession", "RECORD_NAME", "SETTINGS", "Settings", "default_output_dir", "parse_settings",
-           "preflight_plan"]
+           "console", "preflight_plan"]
 
 
 class HarnessTask(Protocol):
@@ -46,6 +47,11 @@ class HarnessTask(Protocol):
 
     def answer(self, inputs: list[SearchInput]) -> list[str]:
         """The model's answers to `inputs`, as it is now."""
+
+
+def console(message: str) -> None:
+    """A session's channel for a harness whose own log does not reach the console (VLMEvalKit's runner)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def preflight_plan(settings: Settings, spell: Callable = lmms_spell):
@@ -75,7 +81,7 @@ class MergeSession:
         self.settings, self.backend_name, self.harness = settings, backend_name, harness
         self.plan = preflight_plan(settings, spell)
         self.run_name = run_name(settings)
-        self.say = say or log.info  # the harness's own log channel
+        self.say = say or log.info  # the harness's own log channel: what was chosen and where the record went
         self.merged = None
         self.search = None
         self.forced: float | None = None
@@ -185,8 +191,11 @@ class MergeSession:
                         "run_name": self.run_name, "started": self.started}, "tasks": tasks}
 
     def write_records(self, folder) -> Path:
-        """adamms_search.json (+ one D-vs-α plot per searched task) in `folder` (session.records.write_records)."""
-        return write_records(folder, self.record(), self.records)
+        """adamms_search.json (+ one D-vs-α plot per searched task) in `folder` (session.records.write_records),
+        and where it went, on the harness's channel (every harness says it the same way)."""
+        path = write_records(folder, self.record(), self.records)
+        self.say(f"adamms: search record -> {path}")
+        return path
 
 
 def _guarded(score: Callable, unavailable: list) -> Callable:

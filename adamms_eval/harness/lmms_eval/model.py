@@ -274,8 +274,7 @@ class Adamms(lmms):
         if self._output_dir is None:
             self._output_dir = Path(self.session.settings.search_output or default_output_dir(self.session.run_name))
         if self.rank == 0:
-            self.session.write_records(self._output_dir)
-            eval_logger.info(f"adamms: search record -> {self._output_dir / RECORD_NAME}")
+            self.session.write_records(self._output_dir)  # says where the record went
         super().clean()
 
 

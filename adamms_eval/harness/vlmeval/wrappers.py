@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ...errors import AdammsError
 from ...session import MergeSession, lmms_spell, parse_settings
+from ...session.session import console
 from . import LOADING
 from .model import HARNESS, AdammsLlava, AdammsLlavaOneVision, AdammsQwen2_5VL, AdammsQwen2VL, AdammsQwen3VL
 from .ports import AdammsCogVlm, AdammsMplugOwl2
@@ -70,5 +71,6 @@ def AdammsVLM(base: str, other: str | None = None, use_vllm: bool = False, spell
         return cls(base, None, load_kwargs, **kwargs)
     settings, wrapper_kwargs = parse_settings({"base": base, "other": other, **kwargs}, backend_params=cls.KWARGS,
                                               spell=spell, backend_label=f"VLMEvalKit's {cls.WRAPPER.__name__}")
-    session = MergeSession(settings, cls.WRAPPER.__name__, harness=HARNESS, spell=spell)  # preflight, before loading
+    session = MergeSession(settings, cls.WRAPPER.__name__, harness=HARNESS, spell=spell,  # preflight, before loading
+                           say=console)  # the chosen α and the record's path, as the lmms-eval model says them
     return cls(base, session, load_kwargs, **wrapper_kwargs)
