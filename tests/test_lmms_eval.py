@@ -210,5 +210,7 @@ def test_launcher_under_torchrun(zoo, tasks_dir, tmp_path):
     assert ok.returncode == 0, (ok.stdout[-3000:], ok.stderr[-3000:])
     one, _ = lmms_eval(tasks_dir, tmp_path / "one", "adamms", base + ",alpha=0.3")
     assert answers(tmp_path / "ok") == answers(one)  # both ranks' shares gathered: the one-process answers
-    bad = run_cli(tasks_dir, "adamms", base + ",metric=cosine", out=tmp_path / "bad", launcher=torchrun(29572))
-    assert bad.returncode != 0 and "wrote no results" in bad.stderr
+    bad = run_cli(tasks_dir, "adamms", base + ",alpha=0.3,max_pixls=100", out=tmp_path / "bad", launcher=torchrun(29572))
+    assert bad.returncode != 0 and "did you mean max_pixels?" in bad.stderr, (bad.stdout[-3000:], bad.stderr[-3000:])
+    assert "Traceback" not in bad.stdout  # each rank's traceback stays in its log
+    assert {p.name for p in (tmp_path / "bad").glob("adamms_eval*.log")} == {"adamms_eval.log", "adamms_eval-rank1.log"}
