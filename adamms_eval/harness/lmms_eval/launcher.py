@@ -13,6 +13,7 @@ together.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import subprocess
@@ -137,12 +138,13 @@ def run_lmms_eval(args: list[str], log_path: Path) -> tuple[int, str | None]:
     (exit status, the last traceback's exception line or None)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     console = ConsoleFilter(lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+    decode = codecs.getincrementaldecoder("utf-8")("replace").decode  # a chunk may end inside a character
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w", encoding="utf-8") as log, subprocess.Popen(
             [sys.executable, "-m", "lmms_eval", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:
         try:
             while chunk := proc.stdout.read1(65536):  # whatever has arrived: progress bars stay live
-                text = chunk.decode("utf-8", "replace")
+                text = decode(chunk)
                 log.write(text)
                 log.flush()
                 console.feed(text)
@@ -180,16 +182,19 @@ def run(args: list[str]) -> int:
     log_path = (folder / f"adamms_eval{'' if rank == 0 else f'-rank{rank}'}.log").resolve()
     started = time.time() - 1  # file times may be coarser than time.time()
     code, failure = run_lmms_eval(args, log_path)
-    if failure is not None:
+    found = results_since(folder, started) if rank == 0 and code == 0 else []
+    if failure is not None and not found:
         message, ours = failure_line(failure)
         print(f"adamms eval: error: {message} (lmms-eval's full log: {log_path})", file=sys.stderr)
         return 2 if ours else (code or 1)
+    if failure is not None:  # a traceback lmms-eval went on after (results were written)
+        print(f"adamms eval: lmms-eval logged an error and went on: {failure} (its full log: {log_path})",
+              file=sys.stderr)
     if rank != 0:
         return code  # only rank 0 writes results
     if code != 0:
         print(f"adamms eval: lmms-eval exited with status {code} (its full log: {log_path})", file=sys.stderr)
         return code
-    found = results_since(folder, started)
     if not found:
         print(f"adamms eval: lmms-eval wrote no results file under {folder}: the evaluation failed "
               f"(its full log: {log_path})", file=sys.stderr)
