@@ -61,6 +61,13 @@ def test_compare_errors_speak_yaml(tmp_path, zoo, task_data):
         compare.plan(path)
 
 
+def test_compare_misspelt_row_search_key_did_you_mean(tmp_path, zoo, task_data):
+    path = _config(tmp_path, zoo, [{"name": "t", "method": "linear", "coefficient": "auto", "alpas": "0:1:0.5"}],
+                   task_data)
+    with pytest.raises(AdammsError, match=r"row 't': alpas is neither .* did you mean alphas\?"):
+        compare.plan(path)
+
+
 def test_compare_rows_take_their_own_candidates(tmp_path, zoo, task_data):
     rows = [{"name": "AdaMMS", "method": "linear", "coefficient": "auto"},
             {"name": "TIES auto", "method": "paper_ties", "coefficient": "auto", "alphas": "0.2:1.0:0.4"},

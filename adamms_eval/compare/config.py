@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import AdammsError
+from ..errors import AdammsError, closest
 from ..fingerprints import digest
 from ..runtime import safe_name
 from ..session.settings import SEARCH_KEYS
@@ -199,8 +199,9 @@ def _leaf_tasks(tm, names: list[str]) -> list[str]:
 def plan(config_path: str | Path) -> Plan:
     """Every check that needs no model: the config, the checkpoints, methods and parameters, tasks and labels."""
     from ..harness.lmms_eval.backends import choose_backend
-    from ..merging.methods import make_method
+    from ..merging.methods import REGISTRY, make_method
     from ..session import MergeSession, parse_settings
+    method_params = {n for m in REGISTRY.values() for n in m.params}
     config_path = Path(config_path)
     cfg, root = _load_yaml(config_path), config_path.resolve().parent
     unknown = sorted(set(cfg) - CONFIG_KEYS)
@@ -227,6 +228,10 @@ def plan(config_path: str | Path) -> Plan:
         try:
             method = make_method(row.method, row.params)
         except AdammsError as e:
+            near = next(((k, c) for k in row.params if k not in method_params and (c := closest(k, SEARCH_KEYS))), None)
+            if near:  # a misspelt search key, not a method parameter
+                _fail(f"row {row.name!r}: {near[0]} is neither a parameter of {row.method} nor a search key; did you "
+                      f"mean {near[1]}? (a search key in a row sets that row's search)")
             _fail(f"row {row.name!r}: {e}")
         if isinstance(row.rule, float):
             try:
