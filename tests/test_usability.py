@@ -117,6 +117,7 @@ def test_zoo_config_follows_adamms_cache(tmp_path, monkeypatch):
         assert Path(_resolve(raw[k], REPO / "configs")).parent == default_zoo_dir()
     from adamms_eval.task_folders import default_tasks_dir
     assert Path(_resolve(raw["include_path"][0], REPO / "configs")) == default_tasks_dir()
+    assert _resolve("$ADAMMS_CACHE/zoo", REPO) == str(tmp_path / "moved" / "zoo")
     monkeypatch.delenv("ADAMMS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # unset: the default cache root
     assert Path(_resolve(raw["base"], REPO)) == tmp_path / "xdg" / "adamms-eval" / "zoo" / default_zoo_dir().name / \

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +84,7 @@ def _resolve(path: str | None, root: Path) -> str | None:
     if path is None:
         return None
     from ..runtime import cache_root
-    text = str(path).replace("${ADAMMS_CACHE}", str(cache_root()))
-    text = text.replace("$ADAMMS_CACHE", str(cache_root())) if "$ADAMMS_CACHE" in text else text
+    text = re.sub(r"\$\{ADAMMS_CACHE\}|\$ADAMMS_CACHE(?!\w)", lambda _: str(cache_root()), str(path))
     p = Path(os.path.expandvars(text)).expanduser()
     return str(p if p.is_absolute() else (root / p).resolve())
 
