@@ -47,6 +47,11 @@ class HarnessTask(Protocol):
     def answer(self, inputs: list[SearchInput]) -> list[str]:
         """The model's answers to `inputs`, as it is now."""
 
+    # Optional (signals nll / entropy): token statistics of the model's own `answers` to `inputs`, as it is now, one
+    # {"nll": Σ −log p, "entropy": Σ H, "tokens": n} per answer, from one teacher-forced pass (no generation). None
+    # or absent: the harness cannot score; a scorer that fails raises AdammsError with the reason in one line.
+    confidence: Callable[[list[SearchInput], list[str]], list[dict]] | None
+
 
 def preflight_plan(settings: Settings, spell: Callable = lmms_spell):
     """The merge plan from headers and configs only: fails on an incompatible pair before any weights load."""
@@ -107,7 +112,8 @@ class MergeSession:
         self.search = CoefficientSearch(self.merged, s.alphas, s.search_samples, s.search_seed, s.metric,
                                         s.embedding_model, s.cache_dir or default_cache_dir(),
                                         self._identity(backend_args, code_files), progress=rank == 0,
-                                        **({"batch_size": int(batch_size)} if batch_size else {}))
+                                        **({"batch_size": int(batch_size)} if batch_size else {}),
+                                        signal=s.signal, record_signals=s.record_signals)
         return self.merged
 
     def detach(self) -> None:
@@ -165,7 +171,8 @@ class MergeSession:
         unavailable = []
         score = task.score
         score = _guarded(score, unavailable) if score is not None and self.settings.search_report == "full" else None
-        record = self.search.run(task.name, task.search_inputs(), task.answer, score)
+        record = self.search.run(task.name, task.search_inputs(), task.answer, score,
+                                 confidence=getattr(task, "confidence", None))
         if unavailable:
             record.pop("task_scores", None)
             record["task_scores_unavailable"] = unavailable[0]

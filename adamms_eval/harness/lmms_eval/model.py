@@ -28,7 +28,7 @@ from ...runtime import default_device
 from ...search.runner import SearchInput
 from ...session import RECORD_NAME, MergeSession, default_output_dir, parse_settings
 from .backends import BACKENDS, choose_backend, default_device_map
-from .loglikelihood import continuation_nll
+from .loglikelihood import continuation_nll, continuation_stats
 
 HARNESS = "lmms_eval"
 # Set by the adamms model itself, never by the user: passing them would clash with ours.
@@ -166,7 +166,7 @@ class Adamms(lmms):
         requests: they are answered but never searched on)."""
         real = [r for r in requests if not r.metadata.get("__padding_only__")]
         return self.session.run_task(_Task(task, self._output_dir, score,
-                                           lambda: self._search_inputs(real), answer))
+                                           lambda: self._search_inputs(real), answer, self._confidence))
 
     @staticmethod
     def _search_inputs(requests) -> list[SearchInput]:
@@ -203,6 +203,22 @@ class Adamms(lmms):
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=False))
             for i, r in zip(idx, reqs):
                 out[i] = GenerationResult(text=self._nll(r))  # lmms-eval would stringify a bare tuple
+        return out
+
+    def _confidence(self, inputs, answers) -> list[dict]:
+        """Token statistics of each answer after its own prompt (one forward pass each; session.HarnessTask). A
+        multiple-choice input's answer is scored as the choice it is, with the choice's own spacing."""
+        out = []
+        for item, ans in zip(inputs, answers):
+            req = next((r for r in item.payload if r.args[1].strip() == ans), item.payload[0]) \
+                if isinstance(item.payload[0].args[1], str) else item.payload[0]
+            continuation = req.args[1] if isinstance(req.args[1], str) else ans
+            ctx, _, doc_to_visual, doc_id, task, split = req.args
+            visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
+            try:
+                out.append(continuation_stats(self.backend, self.backend_name, ctx, continuation, visuals))
+            except NotImplementedError as e:
+                raise AdammsError(str(e)) from None
         return out
 
     def _nll(self, req) -> tuple[float, bool]:
@@ -265,6 +281,7 @@ class _Task:
     score: Callable | None
     inputs: Callable[[], list[SearchInput]]
     answer: Callable[[list[SearchInput]], list[str]]
+    confidence: Callable[[list[SearchInput], list[str]], list[dict]] | None = None
 
     def search_inputs(self) -> list[SearchInput]:
         return self.inputs()
