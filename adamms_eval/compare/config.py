@@ -5,7 +5,9 @@ Config (YAML):
     base: DIR            other: DIR         pretrained: DIR (θ0; task-vector methods)
     tasks: [lmms-eval task or group names]  include_path: [folders]   limit: null
     backend_args: {...}  other_backend_args: {...}   output: DIR   cache_dir: DIR
-    search: {alphas: "0:0.6:0.1", search_samples: 100, search_seed: 0, metric: exact}   (session.settings.SEARCH_KEYS)
+    search: {alphas: "0:0.6:0.1", search_samples: 100, search_seed: 0, metric: exact, signal: consistency,
+             record_signals: all}   (session.settings.SEARCH_KEYS; compare records every signal unless told)
+    chance: {task: score}   each task's chance score on 0-100 (else the task YAML's metadata.chance, same scale)
     rows:                # default: the paper's Table 1 (originals, five baselines, AdaMMS, oracle)
       - {name: AdaMMS, method: linear, coefficient: auto}     # a number, auto or oracle; method params beside
 """
@@ -35,7 +37,7 @@ DEFAULT_ROWS = [
     {"name": "Oracle (linear)", "method": "linear", "coefficient": "oracle"},
 ]
 CONFIG_KEYS = {"base", "other", "pretrained", "tasks", "include_path", "limit", "backend_args", "other_backend_args",
-               "output", "cache_dir", "search", "rows", "device", "batch_size", "threads"}
+               "output", "cache_dir", "search", "rows", "device", "batch_size", "threads", "chance"}
 SEARCH_KEYS = set(SEARCH_KEYS)  # the settings every searched row shares (session.settings.SETTINGS)
 
 
@@ -91,12 +93,13 @@ class Plan:
     other_backend: str | None  # None: no `original: other` row
     out: Path
     metrics: dict
+    chance: dict = field(default_factory=dict)  # task -> chance score (0-100), where known
 
 
 def _method_options(cfg: dict, method: str, params: dict) -> dict:
     search = cfg.get("search") or {}
     opts = {"base": cfg["base"], "other": cfg["other"], "method": method, "alpha": "auto", "search_report": "full",
-            **{k: v for k, v in search.items() if k in SEARCH_KEYS}, **params}
+            "record_signals": "all", **{k: v for k, v in search.items() if k in SEARCH_KEYS}, **params}
     if cfg.get("pretrained"):
         opts["pretrained"] = cfg["pretrained"]
     if cfg.get("cache_dir"):
@@ -210,14 +213,23 @@ def plan(config_path: str | Path) -> Plan:
     tm = TaskManager("WARNING", include_path=includes or None)
     names = [cfg["tasks"]] if isinstance(cfg["tasks"], str) else list(cfg["tasks"])
     tasks = _leaf_tasks(tm, names)
-    metrics = {}
+    metrics, chance = {}, {}
+    given = cfg.get("chance") or {}
+    if not isinstance(given, dict) or any(t not in tasks for t in given):
+        _fail(f"{config_path}: chance must map task names of `tasks` to a score on 0-100, e.g. chance: {{{tasks[0]}: 25}}")
     for t in tasks:
         tc = tm._get_config(t)
         metrics[t] = (tc.get("metric_list") or [{"metric": "acc"}])[0]["metric"]
+        value = given.get(t, (tc.get("metadata") or {}).get("chance"))
+        if value is not None:
+            try:
+                chance[t] = float(value)
+            except (TypeError, ValueError):
+                _fail(f"task {t}: chance {value!r} is not a number (a score on 0-100)")
         if tc.get("doc_to_target") is None and any(r.kind == "oracle" for r in rows):
             _fail(f"task {t} has no labels (doc_to_target), so the oracle row cannot score it; drop the oracle row "
                   "or the task")
     out = Path(_resolve(cfg.get("output") or "comparison", root))
     # the other model needs a backend only for an `original: other` row (a remote-code other has none here)
     other_backend = choose_backend(cfg["other"]) if any(r.original == "other" for r in rows) else None
-    return Plan(cfg, root, rows, tasks, tm, sessions, choose_backend(cfg["base"]), other_backend, out, metrics)
+    return Plan(cfg, root, rows, tasks, tm, sessions, choose_backend(cfg["base"]), other_backend, out, metrics, chance)

@@ -55,6 +55,7 @@ class Runner:
         self.switch = None  # merging.switch.MethodSwitch over the base, once loaded
         self.active: str | None = None  # the method whose path the weights are on
         self.timings: dict[str, float] = {}
+        self.full_answers: dict = {}  # method key -> task -> α -> {doc id: answer} (from the sweep files)
         self.identity = {k: p.cfg.get(k) for k in ("base", "other", "pretrained", "limit", "backend_args", "search")}
 
     # -- storage --------------------------------------------------------------------------------------------
@@ -154,15 +155,31 @@ class Runner:
         f = self._file("sweep", _method_key(row), task, f"{alpha:g}")
         hit = self._lookup(f)
         if hit:
+            self._keep_answers(row, task, alpha, hit.get("answers"))
             return hit["score"]
         session = self._session(row)
         session.force(alpha)
         self.model.use(session, self.p.out / "records" / _method_key(row))
         t0 = time.perf_counter()
         score = self._evaluate(self.model, task, self.p.out)
+        answers = self._answers(task)
         self._store(f, {"method": row.method, "params": row.params, "task": task, "alpha": alpha, "score": score,
-                        "seconds": time.perf_counter() - t0, "coefficient": session.settings.coefficient})
+                        "seconds": time.perf_counter() - t0, "coefficient": session.settings.coefficient,
+                        "answers": answers})
+        self._keep_answers(row, task, alpha, answers)
         return score
+
+    def _answers(self, task: str) -> dict:
+        """The full task's answers of the evaluation that just ran, every rank's share ({doc id: answer})."""
+        from ..runtime import all_gather
+        out: dict = {}
+        for part in all_gather(self.model.answers_seen.pop(task, {})):
+            out.update({str(d): a for d, a in part.items()})
+        return out
+
+    def _keep_answers(self, row: Row, task: str, alpha: float, answers) -> None:
+        if answers and self.main:  # for Table 3's search on every input (evidence.table3), never in comparison.json
+            self.full_answers.setdefault(_method_key(row), {}).setdefault(task, {})[alpha] = answers
 
     def search(self, row: Row, task: str) -> dict:
         """The unlabeled search of the row's method on `task` (its record: D per candidate, subset scores)."""
@@ -176,11 +193,12 @@ class Runner:
         self.model.use(session, self.p.out / "records" / _method_key(row))
         t0 = time.perf_counter()
         score = self._evaluate(self.model, task, self.p.out)
+        answers = self._answers(task)
         record = from_rank0(dict(session.records[task]))  # the same on every rank (gathered); rank 0's timing
         self._store(f, {"record": record, "score": score, "seconds": time.perf_counter() - t0})
         self._store(self._file("sweep", _method_key(row), task, f"{record['alpha']:g}"),
                     {"method": row.method, "params": row.params, "task": task, "alpha": record["alpha"],
-                     "score": score, "coefficient": session.settings.coefficient})
+                     "score": score, "coefficient": session.settings.coefficient, "answers": answers})
         return record
 
     def original(self, row: Row, task: str) -> float:
@@ -251,7 +269,7 @@ class Runner:
         p = self.p
         kinds = {r.name: r.kind for r in p.rows}
         ordered = {r.name: scores[r.name] for r in p.rows}
-        t1 = table1(ordered, kinds, p.tasks)
+        t1 = table1(ordered, kinds, p.tasks, p.chance)
         t4, t8 = {}, {}
         for r in p.rows:
             if r.rule != "auto":
@@ -272,7 +290,8 @@ class Runner:
         if not self.main:  # every rank took part in the evaluations above; rank 0 alone writes
             return from_rank0(None)
         figs = figures(p, subset, sweeps, coef)
-        data = write_outputs(p, ordered, t1, t4, t8, chosen, sweeps, subset, coef, figs, self.timings)
+        data = write_outputs(p, ordered, t1, t4, t8, chosen, sweeps, subset, coef, figs, self.timings,
+                             self.full_answers)
         return from_rank0(data)
 
 
@@ -285,7 +304,8 @@ def run_compare(config_path, log=print) -> dict:
         log(f"adamms compare: {len(p.rows)} rows × {len(p.tasks)} tasks -> {p.out}")
         data = Runner(p, log).run()
         log(summary(data))
-        log(f"wrote {p.out}/comparison.md, comparison.csv, comparison.json, table4.md, table8.md, figures/")
+        log(f"wrote {p.out}/comparison.md, comparison.csv, comparison.json, table4.md, table8.md, evidence.md, "
+            "figures/")
         return data
     finally:
         if started:
@@ -297,11 +317,33 @@ def _quiet(*_):
     pass
 
 
+def check_published(published_path, data: dict, log=print) -> list[str]:
+    """The values of a published comparison.json that this run's differ from, one line each (none: reproduced)."""
+    from .evidence import differences
+    try:
+        published = json.loads(Path(published_path).read_text())
+    except (OSError, ValueError) as e:
+        _fail(f"--check {published_path}: cannot read it as JSON ({type(e).__name__}); pass a comparison.json")
+    rerun = json.loads(json.dumps(data, default=str))  # as written to comparison.json
+    lines = differences(published, rerun)
+    for line in lines:
+        log(f"differs: {line}")
+    log(f"--check {published_path}: " + (f"{len(lines)} value(s) differ" if lines else "every published number "
+                                         "reproduced exactly"))
+    return lines
+
+
 def cmd_compare(a) -> None:
-    run_compare(a.config)
+    if a.check and not Path(a.check).is_file():  # before any model loads
+        _fail(f"--check {a.check}: no such file; pass the published comparison.json")
+    data = run_compare(a.config)
+    if a.check and current_rank() == 0 and check_published(a.check, data):
+        raise SystemExit(1)
 
 
 def add_parser(sub) -> None:
     c = sub.add_parser("compare", help="the paper's comparison tables (methods × coefficient rules) through lmms-eval")
     c.add_argument("config", help="YAML config (see configs/)")
+    c.add_argument("--check", metavar="PUBLISHED.json", help="rerun (resuming from OUTPUT/done and the search cache) "
+                   "and report every number that differs from this published comparison.json; exit 1 if any does")
     c.set_defaults(func=cmd_compare)

@@ -133,7 +133,9 @@ class CoefficientSearch:
         if self.record_signals:
             record["signals"] = self._other_signals(responses, token_stats, unscorable[0] if unscorable else
                                                     None if confidence is not None else "the harness has no scorer")
-        if score is not None:
+        if score is not None:  # search_report=full: the subset's answers too (evidence re-reads them, e.g. Figure 4)
+            record["subset"] = subset
+            record["responses"] = {str(a): responses[a] for a in self.alphas}
             record["task_scores"] = _transpose({a: score(a, dict(zip(subset, responses[a]))) for a in self.alphas})
         return record
 

@@ -115,6 +115,7 @@ class Adamms(lmms):
             batch_size=int(batch_size) if str(batch_size).isdigit() else None)  # search answers cached per batch
         self._output_dir: Path | None = None
         self._device = torch.device(device)
+        self.answers_seen: dict[str, dict] = {}  # task -> {doc id: answer} of the last full evaluation (compare)
 
     @property
     def device(self):
@@ -187,8 +188,10 @@ class Adamms(lmms):
                 return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
 
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=True))
+            seen = self.answers_seen.setdefault(task, {})
             for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
                 out[i] = resp
+                seen[requests[i].doc_id] = str(resp)
         return out
 
     def loglikelihood(self, requests):
@@ -201,8 +204,13 @@ class Adamms(lmms):
                 return [min(i.payload, key=lambda r: self._nll(r)[0]).args[1].strip() for i in inputs]
 
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=False))
+            best: dict = {}
             for i, r in zip(idx, reqs):
-                out[i] = GenerationResult(text=self._nll(r))  # lmms-eval would stringify a bare tuple
+                nll = self._nll(r)
+                out[i] = GenerationResult(text=nll)  # lmms-eval would stringify a bare tuple
+                if r.doc_id not in best or nll[0] < best[r.doc_id][0]:  # the answer: the most likely choice
+                    best[r.doc_id] = (nll[0], r.args[1].strip())
+            self.answers_seen.setdefault(task, {}).update({d: a for d, (_, a) in best.items()})
         return out
 
     def _confidence(self, inputs, answers) -> list[dict]:
