@@ -139,3 +139,33 @@ def _check_evidence(saved, out, tmp_path):
     (tmp_path / "published.json").write_text(json.dumps(changed))
     lines = check_published(tmp_path / "published.json", saved, log=lambda *_: None)
     assert len(lines) == 1 and lines[0].startswith("table1.rows.AdaMMS.sum: published")
+
+
+def test_granularity_grid_and_check(tmp_path, zoo, task_data, capsys):
+    """granularity_alphas: a finer grid searched on the same subset (shared answers reused); its 0.2 subsample picks
+    what the main 0.2 grid picked; `adamms compare --check` passes on its own output and names a changed number."""
+    from adamms_eval.cli import main
+    task = "adamms_zoo_colour"
+    path = _config(tmp_path, zoo, [{"name": "AdaMMS", "method": "linear", "coefficient": "auto"}], task_data,
+                   granularity_alphas="0:0.4:0.1", chance={task: 25})
+    assert main(["compare", str(path)]) == 0
+    out = tmp_path / "out"
+    saved = json.loads((out / "comparison.json").read_text())
+    fine = saved["granularity_search"]["AdaMMS"][task]
+    assert fine["record"]["candidates"] == [0.0, 0.1, 0.2, 0.3, 0.4] and sorted(fine["sweep"]) == \
+        ["0", "0.1", "0.2", "0.3", "0.4"]
+    assert fine["record"]["reused_from_cache"] == 3 * 4  # 0, 0.2, 0.4 answered by the main search already
+    f4 = saved["evidence"]["figure4"]["AdaMMS"][task]
+    assert f4["0.2"]["alpha"] == saved["chosen"]["AdaMMS"][task] and f4["0.1"]["alpha"] == fine["record"]["alpha"]
+    assert f4["0.1"]["score"] == fine["sweep"][f"{f4['0.1']['alpha']:g}"] and "finer" in f4["0.05"]["unavailable"]
+    assert saved["chance"] == {task: 25.0} and saved["table1"]["chance_sum"] == 25.0
+    capsys.readouterr()
+    assert main(["compare", str(path), "--check", str(out / "comparison.json")]) == 0
+    assert "every published number reproduced exactly" in capsys.readouterr().out
+    saved["evidence"]["figure4"]["AdaMMS"][task]["0.1"]["score"] = -1.0
+    (tmp_path / "pub.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit) as e:
+        main(["compare", str(path), "--check", str(tmp_path / "pub.json")])
+    printed = capsys.readouterr().out
+    assert e.value.code == 1 and f"differs: evidence.figure4.AdaMMS.{task}.0.1.score: published -1.0" in printed
+    assert "1 value(s) differ" in printed

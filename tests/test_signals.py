@@ -139,3 +139,16 @@ def test_runner_without_a_scorer():
     with pytest.raises(AdammsError, match=r"signal=nll .*\(no continuation scoring for lmms-eval backend 'x'\)"):
         CoefficientSearch(model, sorted(ANSWERS), samples=4, progress=False,
                           signal="nll").run("t", INPUTS, answer, confidence=broken)
+
+
+def test_signal_settings_checked_before_anything_loads():
+    from adamms_eval.session.settings import parse_settings
+    base = {"base": "/b", "other": "/o"}
+    s, _ = parse_settings({**base, "signal": "NLL", "record_signals": "majority;entropy"})
+    assert s.signal == "nll" and s.record_signals == ["majority", "entropy"] and s.describe()["signal"] == "nll"
+    assert parse_settings(base)[0].signal == "consistency" and parse_settings(base)[0].record_signals == []
+    with pytest.raises(AdammsError, match=r"signal=nl: choose signal=consistency or .*did you mean nll\?") as e:
+        parse_settings({**base, "signal": "nl"})
+    assert "\n" not in str(e.value)
+    with pytest.raises(AdammsError, match=r"record_signals=loss: unknown selection signal 'loss'"):
+        parse_settings({**base, "record_signals": "loss"})

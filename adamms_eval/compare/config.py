@@ -8,6 +8,8 @@ Config (YAML):
     search: {alphas: "0:0.6:0.1", search_samples: 100, search_seed: 0, metric: exact, signal: consistency,
              record_signals: all}   (session.settings.SEARCH_KEYS; compare records every signal unless told)
     chance: {task: score}   each task's chance score on 0-100 (else the task YAML's metadata.chance, same scale)
+    granularity_alphas: "0:0.6:0.05"   Figure 4: every auto row also searches this finer grid on the same subset
+                         (answers shared with the main grid reused) and sweeps it; coarser grids are its subsamples
     rows:                # default: the paper's Table 1 (originals, five baselines, AdaMMS, oracle)
       - {name: AdaMMS, method: linear, coefficient: auto}     # a number, auto or oracle; method params beside
 """
@@ -37,7 +39,8 @@ DEFAULT_ROWS = [
     {"name": "Oracle (linear)", "method": "linear", "coefficient": "oracle"},
 ]
 CONFIG_KEYS = {"base", "other", "pretrained", "tasks", "include_path", "limit", "backend_args", "other_backend_args",
-               "output", "cache_dir", "search", "rows", "device", "batch_size", "threads", "chance"}
+               "output", "cache_dir", "search", "rows", "device", "batch_size", "threads", "chance",
+               "granularity_alphas"}
 SEARCH_KEYS = set(SEARCH_KEYS)  # the settings every searched row shares (session.settings.SETTINGS)
 
 
@@ -185,6 +188,12 @@ def plan(config_path: str | Path) -> Plan:
     includes = [_resolve(p, root) for p in ([cfg["include_path"]] if isinstance(cfg.get("include_path"), str)
                                             else cfg.get("include_path") or [])]
     rows = _parse_rows(cfg.get("rows"))
+    if cfg.get("granularity_alphas") is not None:
+        from ..search.rule import check_candidates, parse_alphas
+        try:
+            check_candidates(parse_alphas(cfg["granularity_alphas"]))
+        except AdammsError as e:
+            _fail(f"{config_path}: granularity_alphas: {e}")
     sessions = {}
     for row in rows:
         if row.original:
@@ -193,9 +202,13 @@ def plan(config_path: str | Path) -> Plan:
             method = make_method(row.method, row.params)
         except AdammsError as e:
             _fail(f"row {row.name!r}: {e}")
-        if isinstance(row.rule, float):
+        fixed = [row.rule] if isinstance(row.rule, float) else []
+        if row.rule == "auto" and cfg.get("granularity_alphas") is not None:
+            from ..search.rule import parse_alphas
+            fixed = parse_alphas(cfg["granularity_alphas"])
+        for value in fixed:
             try:
-                method.check_coefficient(row.rule)
+                method.check_coefficient(value)
             except AdammsError as e:
                 _fail(f"row {row.name!r}: {e}")
         mk = _method_key(row)

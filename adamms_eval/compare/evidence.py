@@ -162,7 +162,9 @@ def evidence(data: dict, full_answers: dict | None = None, embedding_model: str 
         out["signals"][name] = signals_table(per_task, sweeps)
         out["table3"][name] = {t: table3(rec, sweeps[t], full.get(t), rec.get("metric", "exact"), embedding_model)
                                for t, rec in per_task.items() if t in sweeps}
-        out["figure4"][name] = {t: granularity(rec, sweeps[t], embedding_model=embedding_model)
+        finer = (data.get("granularity_search") or {}).get(name, {})  # config granularity_alphas: a finer grid
+        out["figure4"][name] = {t: granularity(finer[t]["record"], finer[t]["sweep"], embedding_model=embedding_model)
+                                if t in finer else granularity(rec, sweeps[t], embedding_model=embedding_model)
                                 for t, rec in per_task.items() if t in sweeps}
         chosen = {t: rec["alpha"] for t, rec in per_task.items()}
         out["table14"][name] = table14({t: sweeps[t] for t in data["tasks"] if t in sweeps}, chosen, originals)

@@ -13,7 +13,7 @@ from .tables import TOP2_RULE, table1_csv, table1_markdown, table4_markdown, tab
 
 
 def write_outputs(p: Plan, ordered, t1, t4, t8, chosen, sweeps, subset, coef, figures: dict, timings: dict,
-                  full_answers: dict | None = None) -> dict:
+                  full_answers: dict | None = None, granularity_search: dict | None = None) -> dict:
     """Every output file, each written whole under a temporary name first; returns comparison.json's data."""
     import lmms_eval
     import torch
@@ -26,13 +26,15 @@ def write_outputs(p: Plan, ordered, t1, t4, t8, chosen, sweeps, subset, coef, fi
                       **({"method_key": _method_key(r)} if r.method else {})} for r in p.rows],
             "scores": ordered, "table1": t1, "chosen": chosen,
             "sweeps": {k: {t: {f"{a:g}": s for a, s in v.items()} for t, v in sw.items()} for k, sw in sweeps.items()},
-            "search_records": subset, "table4": t4, "table8": t8, "figures": figures,
+            "search_records": subset, "granularity_search": granularity_search or {}, "table4": t4, "table8": t8, "figures": figures,
             "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
             "versions": {"lmms_eval": getattr(lmms_eval, "__version__", "?"), "torch": torch.__version__,
                          "transformers": transformers.__version__, "python": sys.version.split()[0]}}
     ev = evidence(data, full_answers, embedding_model=(p.cfg.get("search") or {}).get("embedding_model"))
     data["evidence"] = ev
-    rows_sweeps = {r.name: data["sweeps"].get(_method_key(r), {}) for r in p.rows if r.name in ev["figure4"]}
+    rows_sweeps = {r.name: {t: (granularity_search or {}).get(r.name, {}).get(t, {}).get("sweep") or sw
+                            for t, sw in data["sweeps"].get(_method_key(r), {}).items()}
+                   for r in p.rows if r.name in ev["figure4"]}
     figures.update(figure4_plots(ev, rows_sweeps, p.out))
     md = ["# adamms compare", "", f"base `{p.cfg['base']}` ← other `{p.cfg['other']}`; scores 0-100; "
           "(gain over the originals' average); **best** per column (oracle excluded).", "", TOP2_RULE,

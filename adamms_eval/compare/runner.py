@@ -181,24 +181,37 @@ class Runner:
         if answers and self.main:  # for Table 3's search on every input (evidence.table3), never in comparison.json
             self.full_answers.setdefault(_method_key(row), {}).setdefault(task, {})[alpha] = answers
 
-    def search(self, row: Row, task: str) -> dict:
-        """The unlabeled search of the row's method on `task` (its record: D per candidate, subset scores)."""
-        f = self._file("search", _method_key(row), task)
+    def search(self, row: Row, task: str, alphas: list[float] | None = None) -> dict:
+        """The unlabeled search of the row's method on `task` (its record: D per candidate, subset scores). alphas:
+        search this grid instead of the settings' (granularity_alphas: the same subset, cached answers reused)."""
+        mk = _method_key(row)
+        f = self._file("search", mk, task) if alphas is None else \
+            self._file("search_grid", mk, task, "_".join(f"{a:g}" for a in alphas))
         hit = self._lookup(f)
         if hit:
             return hit["record"]
         session = self._session(row)
         session.force(None)
         session.forget(task)
-        self.model.use(session, self.p.out / "records" / _method_key(row))
+        self.model.use(session, self.p.out / "records" / (mk if alphas is None else f"{mk}_granularity"))
+        main_grid = session.search.alphas
+        if alphas is not None:
+            session.search.alphas = list(alphas)
         t0 = time.perf_counter()
-        score = self._evaluate(self.model, task, self.p.out)
+        try:
+            score = self._evaluate(self.model, task, self.p.out)
+        finally:
+            session.search.alphas = main_grid
+        if alphas is not None:
+            self.model.use(session, self.p.out / "records" / mk)
         answers = self._answers(task)
         record = from_rank0(dict(session.records[task]))  # the same on every rank (gathered); rank 0's timing
         self._store(f, {"record": record, "score": score, "seconds": time.perf_counter() - t0})
         self._store(self._file("sweep", _method_key(row), task, f"{record['alpha']:g}"),
                     {"method": row.method, "params": row.params, "task": task, "alpha": record["alpha"],
                      "score": score, "coefficient": session.settings.coefficient, "answers": answers})
+        if alphas is not None:
+            session.forget(task)  # the settings' grid searches this task, not this one
         return record
 
     def original(self, row: Row, task: str) -> float:
@@ -225,6 +238,7 @@ class Runner:
             torch.set_num_threads(int(p.cfg.get("threads", 1)))
         scores, chosen, sweeps, subset, coef = {}, {}, {}, {}, {}
         # originals first, then rows grouped by method (one LazyMerge per method, built once)
+        grid: dict = {r.name: {} for r in p.rows}
         order = sorted(p.rows, key=lambda r: (r.kind != "original", r.method != "linear", _method_key(r) if r.method else ""))
         for row in order:
             scores[row.name] = {}
@@ -245,6 +259,10 @@ class Runner:
                         chosen.setdefault(row.name, {})[task] = rec["alpha"]
                         subset.setdefault(row.name, {})[task] = rec
                         scores[row.name][task] = self.point(row, task, rec["alpha"])
+                        fine = self._granularity_alphas()
+                        if fine:  # Figure 4: a finer grid on the same subset, its own sweep (points shared)
+                            grid[row.name][task] = {"record": self.search(row, task, fine),
+                                                    "sweep": {f"{a:g}": self.point(row, task, a) for a in fine}}
                     alphas = p.sessions[_method_key(row)][0].alphas
                     sweeps.setdefault(_method_key(row), {})[task] = {a: self.point(row, task, a) for a in alphas}
                     if row.rule == "oracle":
@@ -256,7 +274,12 @@ class Runner:
                 self.other = None
                 gc.collect()
         self.timings["total"] = time.perf_counter() - t_start
-        return self._write(scores, chosen, sweeps, subset, coef)
+        return self._write(scores, chosen, sweeps, subset, coef, {r: g for r, g in grid.items() if g})
+
+    def _granularity_alphas(self) -> list[float] | None:
+        from ..search.rule import parse_alphas
+        spec = self.p.cfg.get("granularity_alphas")
+        return parse_alphas(spec) if spec else None
 
     @staticmethod
     def _default_coefficient(row: Row, settings) -> float:
@@ -265,7 +288,7 @@ class Runner:
         return float(m.default_coefficient if getattr(m, "default_coefficient", None) is not None else 1.0)
 
     # -- outputs --------------------------------------------------------------------------------------------
-    def _write(self, scores, chosen, sweeps, subset, coef) -> dict:
+    def _write(self, scores, chosen, sweeps, subset, coef, grid=None) -> dict:
         p = self.p
         kinds = {r.name: r.kind for r in p.rows}
         ordered = {r.name: scores[r.name] for r in p.rows}
@@ -291,7 +314,7 @@ class Runner:
             return from_rank0(None)
         figs = figures(p, subset, sweeps, coef)
         data = write_outputs(p, ordered, t1, t4, t8, chosen, sweeps, subset, coef, figs, self.timings,
-                             self.full_answers)
+                             self.full_answers, grid or {})
         return from_rank0(data)
 
 
