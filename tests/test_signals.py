@@ -152,3 +152,22 @@ def test_signal_settings_checked_before_anything_loads():
     assert "\n" not in str(e.value)
     with pytest.raises(AdammsError, match=r"record_signals=loss: unknown selection signal 'loss'"):
         parse_settings({**base, "record_signals": "loss"})
+
+
+def test_a_harness_that_cannot_score_says_so_in_one_line(monkeypatch):
+    """The session refuses a confidence signal for a task without a scorer (VLMEvalKit's), before generating."""
+    from adamms_eval.session import session as sess
+    from adamms_eval.session.settings import flag_spell, parse_settings
+    settings, _ = parse_settings({"base": "/b", "other": "/o", "signal": "entropy"}, spell=flag_spell)
+    monkeypatch.setattr(sess, "preflight_plan", lambda s, spell: None)
+    session = sess.MergeSession(settings, "Qwen2VLChat", "vlmeval", flag_spell)
+
+    class Task:  # as harness/vlmeval's _Dataset
+        name, output_dir, score, confidence = "MME", None, None, None
+
+        def search_inputs(self):
+            raise AssertionError("nothing is generated")
+    with pytest.raises(AdammsError) as e:
+        session._search(Task())
+    assert str(e.value) == ("--signal entropy needs the token log-probabilities of the model's own answers, and the "
+                            "vlmeval harness cannot score answers; use --signal consistency")

@@ -69,9 +69,11 @@ def figures(p, subset, sweeps, coef) -> dict:
             sw = sweeps.get(_method_key(r), {}).get(task, {})
             fig, ax = plt.subplots(figsize=(5, 3.2))
             d = {float(a): v for a, v in rec.get("scores", {}).items()}
-            ax.plot(sorted(d), [d[a] for a in sorted(d)], "o-", color="tab:blue", label="D (lower = consistent)")
+            signal = rec.get("signal", "consistency")  # the value the search minimised (search/signals.py)
+            name = "D" if signal == "consistency" else signal
+            ax.plot(sorted(d), [d[a] for a in sorted(d)], "o-", color="tab:blue", label=f"{name} (lower wins)")
             ax.set_xlabel(coef.get(r.name, "alpha"))
-            ax.set_ylabel("D", color="tab:blue")
+            ax.set_ylabel(name, color="tab:blue")
             ax.axvline(rec["alpha"], color="tab:blue", ls=":", lw=1)
             if sw:
                 ax2 = ax.twinx()

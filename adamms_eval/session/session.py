@@ -79,6 +79,7 @@ class MergeSession:
                  spell: Callable = lmms_spell, say: Callable[[str], None] | None = None):
         self.settings, self.backend_name, self.harness = settings, backend_name, harness
         self.plan = preflight_plan(settings, spell)
+        self.spell = spell
         self.run_name = run_name(settings)
         self.say = say or log.info  # the harness's own log channel
         self.merged = None
@@ -168,6 +169,11 @@ class MergeSession:
         return alpha
 
     def _search(self, task: HarnessTask) -> dict:
+        from ..search.signals import CONFIDENCE_SIGNALS
+        if self.settings.signal in CONFIDENCE_SIGNALS and getattr(task, "confidence", None) is None:
+            raise AdammsError(f"{self.spell('signal', self.settings.signal)} needs the token log-probabilities of the "
+                              f"model's own answers, and the {self.harness.replace('_', '-')} harness cannot score "
+                              f"answers; use {self.spell('signal', 'consistency')}")
         unavailable = []
         score = task.score
         score = _guarded(score, unavailable) if score is not None and self.settings.search_report == "full" else None
