@@ -135,3 +135,43 @@ def figure4_plots(ev: dict, sweeps_by_row: dict, out: Path) -> dict:
             plt.close(fig)
             files[f"figure4/{row}/{task}"] = str(f.relative_to(out))
     return files
+
+
+def signals_plots(records_by_row: dict, sweeps_by_row: dict, out: Path) -> dict:
+    """Per row and task: each signal's values over the interior candidates (scaled to 0-1, lower wins) with a star
+    at its pick, and the full-task score on a second axis (the numbers: the records' `signals`)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    files = {}
+    for row, per_task in records_by_row.items():
+        for task, rec in per_task.items():
+            signals = {n: s for n, s in (rec.get("signals") or {}).items() if "scores" in s}
+            if not signals:
+                continue
+            fig, ax = plt.subplots(figsize=(5.5, 3.4))
+            for name, s in signals.items():
+                vals = {float(a): v for a, v in s["scores"].items()}
+                finite = [v for v in vals.values() if v != float("inf")]
+                lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+                xs = sorted(vals)
+                ys = [(min(vals[a], hi) - lo) / (hi - lo) if hi > lo else 0.0 for a in xs]
+                line, = ax.plot(xs, ys, "o-", ms=3, label=name)
+                ax.plot([s["alpha"]], [ys[xs.index(float(s["alpha"]))]], "*", ms=12, color=line.get_color(),
+                        mec="black")
+            ax.set_xlabel("α")
+            ax.set_ylabel("signal, scaled (lower wins)")
+            sw = {float(a): v for a, v in sweeps_by_row.get(row, {}).get(task, {}).items()}
+            if sw:
+                ax2 = ax.twinx()
+                ax2.plot(sorted(sw), [sw[a] for a in sorted(sw)], "s--", color="black", ms=3, lw=1)
+                ax2.set_ylabel("full-task score (0-100), dashed")
+            ax.set_title(f"{row}: {task} (star: each signal's pick)", fontsize=9)
+            ax.legend(fontsize=6)
+            fig.tight_layout()
+            f = out / "figures" / f"signals_{safe_name(row, collapse=True)}_{task}.png"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(f, dpi=90)
+            plt.close(fig)
+            files[f"signals/{row}/{task}"] = str(f.relative_to(out))
+    return files

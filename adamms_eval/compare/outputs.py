@@ -8,7 +8,7 @@ from ..runtime import safe_name
 from ..search.rule import write_json_atomic
 from .config import Plan, _method_key
 from .evidence import evidence
-from .evidence_report import evidence_markdown, figure4_plots
+from .evidence_report import evidence_markdown, figure4_plots, signals_plots
 from .tables import TOP2_RULE, table1_csv, table1_markdown, table4_markdown, table8_markdown
 
 
@@ -36,6 +36,7 @@ def write_outputs(p: Plan, ordered, t1, t4, t8, chosen, sweeps, subset, coef, fi
                             for t, sw in data["sweeps"].get(_method_key(r), {}).items()}
                    for r in p.rows if r.name in ev["figure4"]}
     figures.update(figure4_plots(ev, rows_sweeps, p.out))
+    figures.update(signals_plots(subset, {r.name: data["sweeps"].get(_method_key(r), {}) for r in p.rows}, p.out))
     md = ["# adamms compare", "", f"base `{p.cfg['base']}` ← other `{p.cfg['other']}`; scores 0-100; "
           "(gain over the originals' average); **best** per column (oracle excluded).", "", TOP2_RULE,
           "", table1_markdown(t1, p.tasks, labels, kinds)]
