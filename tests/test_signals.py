@@ -171,3 +171,26 @@ def test_a_harness_that_cannot_score_says_so_in_one_line(monkeypatch):
         session._search(Task())
     assert str(e.value) == ("--signal entropy needs the token log-probabilities of the model's own answers, and the "
                             "vlmeval harness cannot score answers; use --signal consistency")
+
+
+def test_harness_token_stats_match_the_generation_itself(zoo):
+    """lmms-eval's llava_hf backend: the teacher-forced statistics of the model's own greedy answer equal the
+    log-probabilities and entropies the greedy generation itself saw, token for token (prompt and answer aligned)."""
+    from lmms_eval.models import get_model
+    from PIL import Image
+    from adamms_eval.harness.lmms_eval.loglikelihood import PROMPTS, continuation_stats
+    backend = get_model("llava_hf", force_simple=True)(pretrained=str(zoo["llava_ov_hf"]), device="cpu",
+                                                       device_map="cpu")
+    image, question = Image.new("RGB", (56, 56), (200, 30, 30)), "What colour is the square?"
+    processor, prompt, images = PROMPTS["llava_hf"](backend, question, [image])
+    inputs = processor(text=[prompt], images=images, return_tensors="pt")
+    out = backend.model.generate(**inputs, max_new_tokens=5, do_sample=False, output_logits=True,
+                                 return_dict_in_generate=True)
+    new = out.sequences[0, inputs["input_ids"].shape[1]:]
+    logp = torch.log_softmax(torch.stack(out.logits)[:, 0].float(), dim=-1)
+    want_nll = float(-logp.gather(-1, new[:, None]).sum())
+    want_entropy = float(-(logp.exp() * logp).sum())
+    text = processor.tokenizer.decode(new, skip_special_tokens=True)
+    got = continuation_stats(backend, "llava_hf", question, text, [image])
+    assert got["tokens"] == len(new) and got["greedy"] is True
+    assert got["nll"] == pytest.approx(want_nll, rel=1e-4) and got["entropy"] == pytest.approx(want_entropy, rel=1e-4)
