@@ -131,8 +131,10 @@ def _check_evidence(saved, out, tmp_path):
     f4 = ev["figure4"]["AdaMMS"][task]
     assert f4["0.2"]["alpha"] == rec["alpha"] and "finer" in f4["0.1"]["unavailable"]
     assert ev["table14"]["AdaMMS"]["chosen"][task] == rec["alpha"]
+    assert saved["table8"]["AdaMMS"][task]["supervised_all_score"] == max(sweep.values())
     assert (out / "evidence.md").is_file() and (out / f"figures/figure4_AdaMMS_{task}.png").is_file()
     assert (out / f"figures/signals_AdaMMS_{task}.png").is_file()
+    assert (out / "config.yaml").read_text() == (tmp_path / "c.yaml").read_text()  # the exact config that ran
     assert check_published(out / "comparison.json", saved, log=lambda *_: None) == []
     changed = json.loads(json.dumps(saved))
     changed["table1"]["rows"]["AdaMMS"]["sum"] += 1.0

@@ -61,7 +61,10 @@ def test_layouts_mark_best_and_gains():
     assert csv_text[3] == "TA,48.0,75.0,25.0,148.0,3.0,5.0,5.0,13.0,4,"
     md8 = table8_markdown({"AdaMMS": {"t1": {"unlabeled": 0.3, "unlabeled_score": 40.0, "supervised": 0.1,
                                              "supervised_score": 55.0, "n": 100}}})
-    assert "| AdaMMS | t1 | 0.3 | 40.00 | 0.1 (n=100) | 55.00 | -15.00 |" in md8
+    assert "| AdaMMS | t1 | 0.3 | 40.00 | 0.1 (n=100) | 55.00 | -15.00 | – | – |" in md8
+    md8 = table8_markdown({"A": {"t1": {"unlabeled": 0.3, "unlabeled_score": 40.0, "supervised": 0.1, "n": 4,
+                                        "supervised_score": 55.0, "supervised_all": 0.2, "supervised_all_score": 56.0}}})
+    assert "| A | t1 | 0.3 | 40.00 | 0.1 (n=4) | 55.00 | -15.00 | 0.2 | 56.00 |" in md8
 
 
 def test_no_originals_no_gain():

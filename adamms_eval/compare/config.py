@@ -97,6 +97,7 @@ class Plan:
     out: Path
     metrics: dict
     chance: dict = field(default_factory=dict)  # task -> chance score (0-100), where known
+    source: Path | None = None  # the config file as given (copied beside comparison.json)
 
 
 def _method_options(cfg: dict, method: str, params: dict) -> dict:
@@ -245,4 +246,5 @@ def plan(config_path: str | Path) -> Plan:
     out = Path(_resolve(cfg.get("output") or "comparison", root))
     # the other model needs a backend only for an `original: other` row (a remote-code other has none here)
     other_backend = choose_backend(cfg["other"]) if any(r.original == "other" for r in rows) else None
-    return Plan(cfg, root, rows, tasks, tm, sessions, choose_backend(cfg["base"]), other_backend, out, metrics, chance)
+    return Plan(cfg, root, rows, tasks, tm, sessions, choose_backend(cfg["base"]), other_backend, out, metrics, chance,
+                config_path.resolve())

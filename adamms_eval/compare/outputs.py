@@ -50,11 +50,18 @@ def write_outputs(p: Plan, ordered, t1, t4, t8, chosen, sweeps, subset, coef, fi
     write_json_atomic(p.out / "comparison.json", data)
     for name, text in (("comparison.md", "\n".join(md) + "\n"), ("comparison.csv", table1_csv(t1, p.tasks, labels)),
                        ("table4.md", table4_markdown(t4, coef)), ("table8.md", table8_markdown(t8)),
-                       ("evidence.md", evidence_markdown(ev, p.tasks))):
+                       ("evidence.md", evidence_markdown(ev, p.tasks))) + _config_copy(p):
         tmp = p.out / f".{name}.tmp"
         tmp.write_text(text)
         os.replace(tmp, p.out / name)
     return data
+
+
+def _config_copy(p: Plan) -> tuple:
+    """config.yaml beside comparison.json: the exact config that ran (never written over the config itself)."""
+    if p.source is None or (p.out / "config.yaml").resolve() == p.source:
+        return ()
+    return (("config.yaml", p.source.read_text()),)
 
 
 def figures(p, subset, sweeps, coef) -> dict:

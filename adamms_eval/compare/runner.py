@@ -309,6 +309,9 @@ class Runner:
                 a = supervised_choice(sub)
                 t8[r.name][task] = {"unlabeled": rec["alpha"], "unlabeled_score": sw[task][rec["alpha"]],
                                     "supervised": a, "supervised_score": self.point(r, task, a),
+                                    # the paper's "supervised with all eval. data": the best α on every labeled input
+                                    "supervised_all": oracle_point(sw[task])[0],
+                                    "supervised_all_score": oracle_point(sw[task])[1],
                                     "n": rec.get("subset_size")}
         if not self.main:  # every rank took part in the evaluations above; rank 0 alone writes
             return from_rank0(None)

@@ -161,10 +161,12 @@ def table4_markdown(views: dict[str, dict], coefficient: dict[str, str]) -> str:
 
 
 def table8_markdown(views: dict[str, dict]) -> str:
-    lines = ["| row | task | unlabeled α | score | supervised α (labeled subset) | score | unlabeled − supervised |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| row | task | unlabeled α | score | supervised α (labeled subset) | score | unlabeled − supervised | "
+             "supervised α (all labeled inputs) | score |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row, per_task in views.items():
         for t, v in per_task.items():
+            every = f"{v['supervised_all']:g} | {v['supervised_all_score']:.2f}" if "supervised_all" in v else "– | –"
             lines.append(f"| {row} | {t} | {v['unlabeled']:g} | {v['unlabeled_score']:.2f} | {v['supervised']:g} "
-                         f"(n={v['n']}) | {v['supervised_score']:.2f} | {v['unlabeled_score'] - v['supervised_score']:+.2f} |")
+                         f"(n={v['n']}) | {v['supervised_score']:.2f} | {v['unlabeled_score'] - v['supervised_score']:+.2f} "
+                         f"| {every} |")
     return "\n".join(lines) + "\n"
