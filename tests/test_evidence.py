@@ -78,6 +78,8 @@ def test_table14():
     ev = {"signals": {}, "table3": {}, "figure4": {}, "table14": {"AdaMMS": t}}
     md = evidence_markdown(ev, ["t1", "t2"])
     assert "| AVG | 45.00 | 70.00 | 115.00 |" in md and "| selected α | 0.1 | 0.1 | |" in md
+    assert "| Oracle (all candidates) | 52.00 (0.2) | 80.00 (0) | |" in md
+    assert "| Oracle (interior) | 52.00 (0.2) | 79.00 (0.1) | |" in md
 
 
 def test_differences_name_every_changed_result_only():

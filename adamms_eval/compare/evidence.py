@@ -142,7 +142,10 @@ def table14(sweep_by_task: dict[str, dict], chosen: dict[str, float], originals:
     avg = {t: sum(o[t] for o in originals.values()) / len(originals) for t in tasks
            if originals and all(t in o for o in originals.values())}
     picked = {t: against_oracle(chosen[t], sweep_by_task[t]) for t in tasks if t in chosen}
+    best = {t: oracles(sweep_by_task[t]) for t in tasks}
     return {"tasks": tasks, "candidates": rows, "originals": originals, "average": avg,
+            "oracle_all": {t: o["all"] for t, o in best.items()},
+            "oracle_interior": {t: o["interior"] for t, o in best.items()},
             "chosen": {t: v["alpha"] for t, v in picked.items()}, "score": {t: v["score"] for t, v in picked.items()},
             "distance_all": {t: v["distance_all"] for t, v in picked.items()},
             "distance_interior": {t: v["distance_interior"] for t, v in picked.items()}}

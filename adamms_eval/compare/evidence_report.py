@@ -58,8 +58,9 @@ def table3_markdown(per_row: dict, tasks: list[str]) -> str:
 
 
 def table14_markdown(per_row: dict) -> str:
-    lines = ["Paper Table 14: every candidate's full-task score, the originals and their average, the α chosen per "
-             "task and its distance to the best α (over all candidates / over the interior ones).", ""]
+    lines = ["Paper Tables 14 and 4: every candidate's full-task score, the originals and their average, the oracle "
+             "over all candidates and over the interior ones, the α chosen per task and its distance to the best α.",
+             ""]
     for row, t in per_row.items():
         tasks = t["tasks"]
         lines += [f"**{row}**", "", "| | " + " | ".join(tasks) + " | SUM |", "|---|" + "---:|" * (len(tasks) + 1)]
@@ -73,6 +74,10 @@ def table14_markdown(per_row: dict) -> str:
             line("AVG", [t["average"].get(x) for x in tasks])
         for a, scores in t["candidates"].items():
             line(f"α={a}", [scores.get(x) for x in tasks])
+        for key, name in (("oracle_all", "Oracle (all candidates)"), ("oracle_interior", "Oracle (interior)")):
+            cells = [t.get(key, {}).get(x) for x in tasks]  # paper Table 4's layout: score (α)
+            lines.append(f"| {name} | " + " | ".join(f"{_n(c['score'])} ({_a(c['alpha'])})" if c else "–"
+                                                     for c in cells) + " | |")
         line(row, [t["score"].get(x) for x in tasks])
         for key, name in (("chosen", "selected α"), ("distance_all", "distance to the best α (all)"),
                           ("distance_interior", "distance to the best α (interior)")):
