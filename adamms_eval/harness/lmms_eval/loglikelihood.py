@@ -60,6 +60,11 @@ def continuation_stats(backend, backend_name: str, ctx: str, continuation: str, 
     return _stats_with_prompt(backend, backend_name, ctx, continuation, visuals)
 
 
+def can_score(backend, backend_name: str) -> bool:
+    """Whether `continuation_stats` can score answers of this backend (class or instance)."""
+    return callable(getattr(backend, "continuation_stats", None)) or backend_name in PROMPTS
+
+
 def token_stats(logits, target) -> dict:
     """From the logits that predict each continuation token: Σ −log p(token), Σ entropy of the next-token
     distribution, the token count and whether greedy decoding would produce every token."""

@@ -26,9 +26,10 @@ from ...errors import AdammsError
 from ...fingerprints import digest
 from ...runtime import default_device
 from ...search.runner import SearchInput
+from ...search.signals import CONFIDENCE_SIGNALS
 from ...session import RECORD_NAME, MergeSession, default_output_dir, parse_settings
 from .backends import BACKENDS, choose_backend, default_device_map
-from .loglikelihood import continuation_nll, continuation_stats
+from .loglikelihood import can_score, continuation_nll, continuation_stats
 
 HARNESS = "lmms_eval"
 # Set by the adamms model itself, never by the user: passing them would clash with ours.
@@ -101,6 +102,11 @@ class Adamms(lmms):
                               "to choose it from the base's config.json") from None
         settings, backend_kwargs = parse_settings(options, _backend_params(cls),
                                                   backend_label=f"lmms-eval's {self.backend_name} backend")
+        if settings.signal in CONFIDENCE_SIGNALS and not can_score(cls, self.backend_name):  # before any load
+            raise AdammsError(f"signal={settings.signal} needs the token log-probabilities of the model's own answers, "
+                              f"and lmms-eval's {self.backend_name} backend cannot score answers here (no "
+                              "continuation_stats, not in harness/lmms_eval/loglikelihood.PROMPTS); use "
+                              "signal=consistency")
         self.session = MergeSession(settings, self.backend_name, HARNESS, say=eval_logger.info)
         _RUN_NAMES[(str(options["base"]), str(options["other"]))] = self.session.run_name
         _name_runs_after_the_merge()
