@@ -81,6 +81,7 @@ def test_end_to_end_resume_and_new_row(tmp_path, zoo, task_data, monkeypatch):
     assert data["scores"]["Oracle"]["adamms_zoo_colour"] == max(sweep.values())
     chosen = data["chosen"]["AdaMMS"]["adamms_zoo_colour"]
     assert data["scores"]["AdaMMS"]["adamms_zoo_colour"] == sweep[chosen]
+    _check_evidence(saved, out, tmp_path)
 
     calls = []
     real = compare.Runner._evaluate
@@ -106,3 +107,68 @@ def test_switching_methods_returns_to_the_base_bit_for_bit(tmp_path, zoo, task_d
         assert any(not torch.equal(base[k], v) for k, v in model.state_dict().items())  # the weights moved
     runner._session(compare.Row("base", method="linear")).set_for(0.0)
     assert all(torch.equal(base[k], v) for k, v in model.state_dict().items())
+
+
+def _check_evidence(saved, out, tmp_path):
+    """The evidence tables re-derived from the records comparison.json holds; --check against itself and a change."""
+    from adamms_eval.compare.runner import check_published
+    from adamms_eval.search.signals import choose
+    task = "adamms_zoo_colour"
+    rec = saved["search_records"]["AdaMMS"][task]
+    responses = {float(a): r for a, r in rec["responses"].items()}
+    assert len(rec["subset"]) == 4 and all(len(r) == 4 for r in responses.values())
+    assert choose("consistency", responses).alpha == rec["alpha"]  # the record's answers give the record's α
+    ev = saved["evidence"]
+    sig = ev["signals"]["AdaMMS"]
+    for name in ("consistency_exact", "base_agreement", "majority", "nll", "entropy"):  # the tiny backend scores
+        assert name in sig and task in sig[name]["tasks"], name
+    sweep = {float(a): s for a, s in next(iter(saved["sweeps"].values()))[task].items()}
+    nll = sig["nll"]["tasks"][task]
+    assert nll["alpha"] == 0.2 and nll["lost_all"] == max(sweep.values()) - sweep[0.2]  # one interior candidate
+    t3 = ev["table3"]["AdaMMS"][task]
+    assert t3["exact_sample"]["alpha"] == rec["alpha"] and t3["exact_full"]["n"] == 4  # limit: 4 inputs
+    assert t3["exact_full"]["score"] == sweep[t3["exact_full"]["alpha"]]
+    f4 = ev["figure4"]["AdaMMS"][task]
+    assert f4["0.2"]["alpha"] == rec["alpha"] and "finer" in f4["0.1"]["unavailable"]
+    assert ev["table14"]["AdaMMS"]["chosen"][task] == rec["alpha"]
+    assert saved["table8"]["AdaMMS"][task]["supervised_all_score"] == max(sweep.values())
+    assert (out / "evidence.md").is_file() and (out / f"figures/figure4_AdaMMS_{task}.png").is_file()
+    assert (out / f"figures/signals_AdaMMS_{task}.png").is_file()
+    assert (out / "config.yaml").read_text() == (tmp_path / "c.yaml").read_text()  # the exact config that ran
+    assert check_published(out / "comparison.json", saved, log=lambda *_: None) == []
+    changed = json.loads(json.dumps(saved))
+    changed["table1"]["rows"]["AdaMMS"]["sum"] += 1.0
+    changed["timings_seconds"]["total"] = -1  # not a result: never compared
+    (tmp_path / "published.json").write_text(json.dumps(changed))
+    lines = check_published(tmp_path / "published.json", saved, log=lambda *_: None)
+    assert len(lines) == 1 and lines[0].startswith("table1.rows.AdaMMS.sum: published")
+
+
+def test_granularity_grid_and_check(tmp_path, zoo, task_data, capsys):
+    """granularity_alphas: a finer grid searched on the same subset (shared answers reused); its 0.2 subsample picks
+    what the main 0.2 grid picked; `adamms compare --check` passes on its own output and names a changed number."""
+    from adamms_eval.cli import main
+    task = "adamms_zoo_colour"
+    path = _config(tmp_path, zoo, [{"name": "AdaMMS", "method": "linear", "coefficient": "auto"}], task_data,
+                   granularity_alphas="0:0.4:0.1", chance={task: 25})
+    assert main(["compare", str(path)]) == 0
+    out = tmp_path / "out"
+    saved = json.loads((out / "comparison.json").read_text())
+    fine = saved["granularity_search"]["AdaMMS"][task]
+    assert fine["record"]["candidates"] == [0.0, 0.1, 0.2, 0.3, 0.4] and sorted(fine["sweep"]) == \
+        ["0", "0.1", "0.2", "0.3", "0.4"]
+    assert fine["record"]["reused_from_cache"] == 3 * 4  # 0, 0.2, 0.4 answered by the main search already
+    f4 = saved["evidence"]["figure4"]["AdaMMS"][task]
+    assert f4["0.2"]["alpha"] == saved["chosen"]["AdaMMS"][task] and f4["0.1"]["alpha"] == fine["record"]["alpha"]
+    assert f4["0.1"]["score"] == fine["sweep"][f"{f4['0.1']['alpha']:g}"] and "finer" in f4["0.05"]["unavailable"]
+    assert saved["chance"] == {task: 25.0} and saved["table1"]["chance_sum"] == 25.0
+    capsys.readouterr()
+    assert main(["compare", str(path), "--check", str(out / "comparison.json")]) == 0
+    assert "every published number reproduced exactly" in capsys.readouterr().out
+    saved["evidence"]["figure4"]["AdaMMS"][task]["0.1"]["score"] = -1.0
+    (tmp_path / "pub.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit) as e:
+        main(["compare", str(path), "--check", str(tmp_path / "pub.json")])
+    printed = capsys.readouterr().out
+    assert e.value.code == 1 and f"differs: evidence.figure4.AdaMMS.{task}.0.1.score: published -1.0" in printed
+    assert "1 value(s) differ" in printed

@@ -47,6 +47,10 @@ def spy(monkeypatch):
     ({"other": "LLAVA15"}, "language models differ"),
     ({"search_samples": "many"}, "search_samples=many: expected a whole number"),
     ({"backend": "qwen2vl"}, "backend=qwen2vl: lmms-eval has no such model; did you mean backend=qwen2_vl?"),
+    ({"signal": "nl"}, "signal=nl: choose signal=consistency or"),
+    ({"record_signals": "nll;loss"}, "unknown selection signal 'loss'"),
+    ({"signal": "entropy", "backend": "qwen2_5_vl"}, "signal=entropy needs the token log-probabilities of the "
+                                                     "model's own answers, and lmms-eval's qwen2_5_vl backend cannot"),
 ])
 def test_bad_argument_fails_before_the_base_loads(zoo, spy, extra, expected):
     Adamms, loaded = spy

@@ -5,7 +5,11 @@ Config (YAML):
     base: DIR            other: DIR         pretrained: DIR (θ0; task-vector methods)
     tasks: [lmms-eval task or group names]  include_path: [folders]   limit: null
     backend_args: {...}  other_backend_args: {...}   output: DIR   cache_dir: DIR
-    search: {alphas: "0:0.6:0.1", search_samples: 100, search_seed: 0, metric: exact}   (session.settings.SEARCH_KEYS)
+    search: {alphas: "0:0.6:0.1", search_samples: 100, search_seed: 0, metric: exact, signal: consistency,
+             record_signals: all}   (session.settings.SEARCH_KEYS; compare records every signal unless told)
+    chance: {task: score}   each task's chance score on 0-100 (else the task YAML's metadata.chance, same scale)
+    granularity_alphas: "0:0.6:0.05"   Figure 4: every auto row also searches this finer grid on the same subset
+                         (answers shared with the main grid reused) and sweeps it; coarser grids are its subsamples
     rows:                # default: the paper's Table 1 (originals, five baselines, AdaMMS, oracle)
       - {name: AdaMMS, method: linear, coefficient: auto}     # a number, auto or oracle; method params beside
       - {name: TIES auto, method: paper_ties, coefficient: auto, alphas: "0.2:1.4:0.2"}   # a row's own search keys
@@ -40,7 +44,8 @@ DEFAULT_ROWS = [
     {"name": "Oracle (linear)", "method": "linear", "coefficient": "oracle"},
 ]
 CONFIG_KEYS = {"base", "other", "pretrained", "tasks", "include_path", "limit", "backend_args", "other_backend_args",
-               "output", "cache_dir", "search", "rows", "device", "batch_size", "threads"}
+               "output", "cache_dir", "search", "rows", "device", "batch_size", "threads", "chance",
+               "granularity_alphas"}
 SEARCH_KEYS = set(SEARCH_KEYS)  # the settings every searched row shares (session.settings.SETTINGS)
 
 
@@ -115,6 +120,8 @@ class Plan:
     other_backend: str | None  # None: no `original: other` row
     out: Path
     metrics: dict
+    chance: dict = field(default_factory=dict)  # task -> chance score (0-100), where known
+    source: Path | None = None  # the config file as given (copied beside comparison.json)
 
 
 def yaml_spell(name: str, value) -> str:
@@ -125,7 +132,7 @@ def yaml_spell(name: str, value) -> str:
 def _method_options(cfg: dict, method: str, params: dict, row_search: dict | None = None) -> dict:
     search = {**(cfg.get("search") or {}), **(row_search or {})}
     opts = {"base": cfg["base"], "other": cfg["other"], "method": method, "alpha": "auto", "search_report": "full",
-            **{k: v for k, v in search.items() if k in SEARCH_KEYS}, **params}
+            "record_signals": "all", **{k: v for k, v in search.items() if k in SEARCH_KEYS}, **params}
     if cfg.get("pretrained"):
         opts["pretrained"] = cfg["pretrained"]
     if cfg.get("cache_dir"):
@@ -221,6 +228,12 @@ def plan(config_path: str | Path) -> Plan:
                                             else cfg.get("include_path") or [])]
     cfg["include_path"] = includes  # resolved, as base / other / pretrained are
     rows = _parse_rows(cfg.get("rows"))
+    if cfg.get("granularity_alphas") is not None:
+        from ..search.rule import check_candidates, parse_alphas
+        try:
+            check_candidates(parse_alphas(cfg["granularity_alphas"]))
+        except AdammsError as e:
+            _fail(f"{config_path}: granularity_alphas: {e}")
     sessions = {}
     for row in rows:
         if row.original:
@@ -233,9 +246,13 @@ def plan(config_path: str | Path) -> Plan:
                 _fail(f"row {row.name!r}: {near[0]} is neither a parameter of {row.method} nor a search key; did you "
                       f"mean {near[1]}? (a search key in a row sets that row's search)")
             _fail(f"row {row.name!r}: {e}")
-        if isinstance(row.rule, float):
+        fixed = [row.rule] if isinstance(row.rule, float) else []
+        if row.rule == "auto" and cfg.get("granularity_alphas") is not None:
+            from ..search.rule import parse_alphas
+            fixed = parse_alphas(cfg["granularity_alphas"])
+        for value in fixed:
             try:
-                method.check_coefficient(row.rule)
+                method.check_coefficient(value)
             except AdammsError as e:
                 _fail(f"row {row.name!r}: {e}")
         mk = _method_key(row)
@@ -253,14 +270,24 @@ def plan(config_path: str | Path) -> Plan:
     tm = TaskManager("WARNING", include_path=includes or None)
     names = [cfg["tasks"]] if isinstance(cfg["tasks"], str) else list(cfg["tasks"])
     tasks = _leaf_tasks(tm, names)
-    metrics = {}
+    metrics, chance = {}, {}
+    given = cfg.get("chance") or {}
+    if not isinstance(given, dict) or any(t not in tasks for t in given):
+        _fail(f"{config_path}: chance must map task names of `tasks` to a score on 0-100, e.g. chance: {{{tasks[0]}: 25}}")
     for t in tasks:
         tc = tm._get_config(t)
         metrics[t] = (tc.get("metric_list") or [{"metric": "acc"}])[0]["metric"]
+        value = given.get(t, (tc.get("metadata") or {}).get("chance"))
+        if value is not None:
+            try:
+                chance[t] = float(value)
+            except (TypeError, ValueError):
+                _fail(f"task {t}: chance {value!r} is not a number (a score on 0-100)")
         if tc.get("doc_to_target") is None and any(r.kind == "oracle" for r in rows):
             _fail(f"task {t} has no labels (doc_to_target), so the oracle row cannot score it; drop the oracle row "
                   "or the task")
     out = Path(_resolve(cfg.get("output") or "comparison", root))
     # the other model needs a backend only for an `original: other` row (a remote-code other has none here)
     other_backend = choose_backend(cfg["other"]) if any(r.original == "other" for r in rows) else None
-    return Plan(cfg, root, rows, tasks, tm, sessions, choose_backend(cfg["base"]), other_backend, out, metrics)
+    return Plan(cfg, root, rows, tasks, tm, sessions, choose_backend(cfg["base"]), other_backend, out, metrics, chance,
+                config_path.resolve())

@@ -7,10 +7,13 @@ import sys
 from ..runtime import safe_name
 from ..search.rule import write_json_atomic
 from .config import Plan, _method_key
-from .tables import table1_csv, table1_markdown, table4_markdown, table8_markdown
+from .evidence import evidence
+from .evidence_report import evidence_markdown, figure4_plots, signals_plots
+from .tables import TOP2_RULE, table1_csv, table1_markdown, table4_markdown, table8_markdown
 
 
-def write_outputs(p: Plan, ordered, t1, t4, t8, chosen, sweeps, subset, coef, figures: dict, timings: dict) -> dict:
+def write_outputs(p: Plan, ordered, t1, t4, t8, chosen, sweeps, subset, coef, figures: dict, timings: dict,
+                  full_answers: dict | None = None, granularity_search: dict | None = None) -> dict:
     """Every output file, each written whole under a temporary name first; returns comparison.json's data."""
     import lmms_eval
     import torch
@@ -18,16 +21,24 @@ def write_outputs(p: Plan, ordered, t1, t4, t8, chosen, sweeps, subset, coef, fi
     kinds = {r.name: r.kind for r in p.rows}
     labels = {r.name: r.name + (f" ({coef[r.name]}={r.rule:g})" if isinstance(r.rule, float) else
                                 f" ({coef[r.name]} {r.rule})" if r.rule else "") for r in p.rows}
-    data = {"config": {k: v for k, v in p.cfg.items()}, "tasks": p.tasks, "metrics": p.metrics,
-            "rows": [{**r.__dict__, "kind": r.kind, "label": labels[r.name]} for r in p.rows],
+    data = {"config": {k: v for k, v in p.cfg.items()}, "tasks": p.tasks, "metrics": p.metrics, "chance": p.chance,
+            "rows": [{**r.__dict__, "kind": r.kind, "label": labels[r.name],
+                      **({"method_key": _method_key(r)} if r.method else {})} for r in p.rows],
             "scores": ordered, "table1": t1, "chosen": chosen,
             "sweeps": {k: {t: {f"{a:g}": s for a, s in v.items()} for t, v in sw.items()} for k, sw in sweeps.items()},
-            "search_records": subset, "table4": t4, "table8": t8, "figures": figures,
+            "search_records": subset, "granularity_search": granularity_search or {}, "table4": t4, "table8": t8, "figures": figures,
             "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
             "versions": {"lmms_eval": getattr(lmms_eval, "__version__", "?"), "torch": torch.__version__,
                          "transformers": transformers.__version__, "python": sys.version.split()[0]}}
+    ev = evidence(data, full_answers, embedding_model=(p.cfg.get("search") or {}).get("embedding_model"))
+    data["evidence"] = ev
+    rows_sweeps = {r.name: {t: (granularity_search or {}).get(r.name, {}).get(t, {}).get("sweep") or sw
+                            for t, sw in data["sweeps"].get(_method_key(r), {}).items()}
+                   for r in p.rows if r.name in ev["figure4"]}
+    figures.update(figure4_plots(ev, rows_sweeps, p.out))
+    figures.update(signals_plots(subset, {r.name: data["sweeps"].get(_method_key(r), {}) for r in p.rows}, p.out))
     md = ["# adamms compare", "", f"base `{p.cfg['base']}` ← other `{p.cfg['other']}`; scores 0-100; "
-          "(gain over the originals' average); **best** per column; Top2 = tasks in the two best (oracle excluded).",
+          "(gain over the originals' average); **best** per column (oracle excluded).", "", TOP2_RULE,
           "", table1_markdown(t1, p.tasks, labels, kinds)]
     if t4:
         md += ["## Chosen vs oracle coefficient (paper Table 4)", "", table4_markdown(t4, coef)]
@@ -38,11 +49,19 @@ def write_outputs(p: Plan, ordered, t1, t4, t8, chosen, sweeps, subset, coef, fi
         md += ["## Figures", ""] + [f"- {t}: `{f}`" for t, f in figures.items()]
     write_json_atomic(p.out / "comparison.json", data)
     for name, text in (("comparison.md", "\n".join(md) + "\n"), ("comparison.csv", table1_csv(t1, p.tasks, labels)),
-                       ("table4.md", table4_markdown(t4, coef)), ("table8.md", table8_markdown(t8))):
+                       ("table4.md", table4_markdown(t4, coef)), ("table8.md", table8_markdown(t8)),
+                       ("evidence.md", evidence_markdown(ev, p.tasks))) + _config_copy(p):
         tmp = p.out / f".{name}.tmp"
         tmp.write_text(text)
         os.replace(tmp, p.out / name)
     return data
+
+
+def _config_copy(p: Plan) -> tuple:
+    """config.yaml beside comparison.json: the exact config that ran (never written over the config itself)."""
+    if p.source is None or (p.out / "config.yaml").resolve() == p.source:
+        return ()
+    return (("config.yaml", p.source.read_text()),)
 
 
 def figures(p, subset, sweeps, coef) -> dict:
@@ -58,9 +77,11 @@ def figures(p, subset, sweeps, coef) -> dict:
             sw = sweeps.get(_method_key(r), {}).get(task, {})
             fig, ax = plt.subplots(figsize=(5, 3.2))
             d = {float(a): v for a, v in rec.get("scores", {}).items()}
-            ax.plot(sorted(d), [d[a] for a in sorted(d)], "o-", color="tab:blue", label="D (lower = consistent)")
+            signal = rec.get("signal", "consistency")  # the value the search minimised (search/signals.py)
+            name = "D" if signal == "consistency" else signal
+            ax.plot(sorted(d), [d[a] for a in sorted(d)], "o-", color="tab:blue", label=f"{name} (lower wins)")
             ax.set_xlabel(coef.get(r.name, "alpha"))
-            ax.set_ylabel("D", color="tab:blue")
+            ax.set_ylabel(name, color="tab:blue")
             ax.axvline(rec["alpha"], color="tab:blue", ls=":", lw=1)
             if sw:
                 ax2 = ax.twinx()

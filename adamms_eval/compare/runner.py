@@ -55,6 +55,7 @@ class Runner:
         self.switch = None  # merging.switch.MethodSwitch over the base, once loaded
         self.active: str | None = None  # the method whose path the weights are on
         self.timings: dict[str, float] = {}
+        self.full_answers: dict = {}  # method key -> task -> α -> {doc id: answer} (from the sweep files)
         self.identity = {k: p.cfg.get(k) for k in ("base", "other", "pretrained", "limit", "backend_args", "search")}
 
     # -- storage --------------------------------------------------------------------------------------------
@@ -154,33 +155,63 @@ class Runner:
         f = self._file("sweep", _method_key(row), task, f"{alpha:g}")
         hit = self._lookup(f)
         if hit:
+            self._keep_answers(row, task, alpha, hit.get("answers"))
             return hit["score"]
         session = self._session(row)
         session.force(alpha)
         self.model.use(session, self.p.out / "records" / _method_key(row))
         t0 = time.perf_counter()
         score = self._evaluate(self.model, task, self.p.out)
+        answers = self._answers(task)
         self._store(f, {"method": row.method, "params": row.params, "task": task, "alpha": alpha, "score": score,
-                        "seconds": time.perf_counter() - t0, "coefficient": session.settings.coefficient})
+                        "seconds": time.perf_counter() - t0, "coefficient": session.settings.coefficient,
+                        "answers": answers})
+        self._keep_answers(row, task, alpha, answers)
         return score
 
-    def search(self, row: Row, task: str) -> dict:
-        """The unlabeled search of the row's method on `task` (its record: D per candidate, subset scores)."""
-        f = self._file("search", _method_key(row), task)
+    def _answers(self, task: str) -> dict:
+        """The full task's answers of the evaluation that just ran, every rank's share ({doc id: answer})."""
+        from ..runtime import all_gather
+        out: dict = {}
+        for part in all_gather(self.model.answers_seen.pop(task, {})):
+            out.update({str(d): a for d, a in part.items()})
+        return out
+
+    def _keep_answers(self, row: Row, task: str, alpha: float, answers) -> None:
+        if answers and self.main:  # for Table 3's search on every input (evidence.table3), never in comparison.json
+            self.full_answers.setdefault(_method_key(row), {}).setdefault(task, {})[alpha] = answers
+
+    def search(self, row: Row, task: str, alphas: list[float] | None = None) -> dict:
+        """The unlabeled search of the row's method on `task` (its record: D per candidate, subset scores). alphas:
+        search this grid instead of the settings' (granularity_alphas: the same subset, cached answers reused)."""
+        mk = _method_key(row)
+        f = self._file("search", mk, task) if alphas is None else \
+            self._file("search_grid", mk, task, "_".join(f"{a:g}" for a in alphas))
         hit = self._lookup(f)
         if hit:
             return hit["record"]
         session = self._session(row)
         session.force(None)
         session.forget(task)
-        self.model.use(session, self.p.out / "records" / _method_key(row))
+        self.model.use(session, self.p.out / "records" / (mk if alphas is None else f"{mk}_granularity"))
+        main_grid = session.search.alphas
+        if alphas is not None:
+            session.search.alphas = list(alphas)
         t0 = time.perf_counter()
-        score = self._evaluate(self.model, task, self.p.out)
+        try:
+            score = self._evaluate(self.model, task, self.p.out)
+        finally:
+            session.search.alphas = main_grid
+        if alphas is not None:
+            self.model.use(session, self.p.out / "records" / mk)
+        answers = self._answers(task)
         record = from_rank0(dict(session.records[task]))  # the same on every rank (gathered); rank 0's timing
         self._store(f, {"record": record, "score": score, "seconds": time.perf_counter() - t0})
         self._store(self._file("sweep", _method_key(row), task, f"{record['alpha']:g}"),
                     {"method": row.method, "params": row.params, "task": task, "alpha": record["alpha"],
-                     "score": score, "coefficient": session.settings.coefficient})
+                     "score": score, "coefficient": session.settings.coefficient, "answers": answers})
+        if alphas is not None:
+            session.forget(task)  # the settings' grid searches this task, not this one
         return record
 
     def original(self, row: Row, task: str) -> float:
@@ -207,6 +238,7 @@ class Runner:
             torch.set_num_threads(int(p.cfg.get("threads", 1)))
         scores, chosen, sweeps, subset, coef = {}, {}, {}, {}, {}
         # originals first, then rows grouped by method (one LazyMerge per method, built once)
+        grid: dict = {r.name: {} for r in p.rows}
         order = sorted(p.rows, key=lambda r: (r.kind != "original", r.method != "linear", _method_key(r) if r.method else ""))
         for row in order:
             scores[row.name] = {}
@@ -227,6 +259,10 @@ class Runner:
                         chosen.setdefault(row.name, {})[task] = rec["alpha"]
                         subset.setdefault(row.name, {})[task] = rec
                         scores[row.name][task] = self.point(row, task, rec["alpha"])
+                        fine = self._granularity_alphas()
+                        if fine:  # Figure 4: a finer grid on the same subset, its own sweep (points shared)
+                            grid[row.name][task] = {"record": self.search(row, task, fine),
+                                                    "sweep": {f"{a:g}": self.point(row, task, a) for a in fine}}
                     alphas = p.sessions[_method_key(row)][0].alphas
                     sweeps.setdefault(_method_key(row), {})[task] = {a: self.point(row, task, a) for a in alphas}
                     if row.rule == "oracle":
@@ -238,7 +274,12 @@ class Runner:
                 self.other = None
                 gc.collect()
         self.timings["total"] = time.perf_counter() - t_start
-        return self._write(scores, chosen, sweeps, subset, coef)
+        return self._write(scores, chosen, sweeps, subset, coef, {r: g for r, g in grid.items() if g})
+
+    def _granularity_alphas(self) -> list[float] | None:
+        from ..search.rule import parse_alphas
+        spec = self.p.cfg.get("granularity_alphas")
+        return parse_alphas(spec) if spec else None
 
     @staticmethod
     def _default_coefficient(row: Row, settings) -> float:
@@ -247,11 +288,11 @@ class Runner:
         return float(m.default_coefficient if getattr(m, "default_coefficient", None) is not None else 1.0)
 
     # -- outputs --------------------------------------------------------------------------------------------
-    def _write(self, scores, chosen, sweeps, subset, coef) -> dict:
+    def _write(self, scores, chosen, sweeps, subset, coef, grid=None) -> dict:
         p = self.p
         kinds = {r.name: r.kind for r in p.rows}
         ordered = {r.name: scores[r.name] for r in p.rows}
-        t1 = table1(ordered, kinds, p.tasks)
+        t1 = table1(ordered, kinds, p.tasks, p.chance)
         t4, t8 = {}, {}
         for r in p.rows:
             if r.rule != "auto":
@@ -268,11 +309,15 @@ class Runner:
                 a = supervised_choice(sub)
                 t8[r.name][task] = {"unlabeled": rec["alpha"], "unlabeled_score": sw[task][rec["alpha"]],
                                     "supervised": a, "supervised_score": self.point(r, task, a),
+                                    # the paper's "supervised with all eval. data": the best α on every labeled input
+                                    "supervised_all": oracle_point(sw[task])[0],
+                                    "supervised_all_score": oracle_point(sw[task])[1],
                                     "n": rec.get("subset_size")}
         if not self.main:  # every rank took part in the evaluations above; rank 0 alone writes
             return from_rank0(None)
         figs = figures(p, subset, sweeps, coef)
-        data = write_outputs(p, ordered, t1, t4, t8, chosen, sweeps, subset, coef, figs, self.timings)
+        data = write_outputs(p, ordered, t1, t4, t8, chosen, sweeps, subset, coef, figs, self.timings,
+                             self.full_answers, grid or {})
         return from_rank0(data)
 
 
@@ -300,7 +345,8 @@ def run_compare(config_path, log=print) -> dict:
         log(f"adamms compare: {len(p.rows)} rows × {len(p.tasks)} tasks -> {p.out}")
         data = Runner(p, log).run()
         log(summary(data))
-        log(f"wrote {p.out}/comparison.md, comparison.csv, comparison.json, table4.md, table8.md, figures/")
+        log(f"wrote {p.out}/comparison.md, comparison.csv, comparison.json, table4.md, table8.md, evidence.md, "
+            "figures/")
         return data
     finally:
         if started:
@@ -312,11 +358,33 @@ def _quiet(*_):
     pass
 
 
+def check_published(published_path, data: dict, log=print) -> list[str]:
+    """The values of a published comparison.json that this run's differ from, one line each (none: reproduced)."""
+    from .evidence import differences
+    try:
+        published = json.loads(Path(published_path).read_text())
+    except (OSError, ValueError) as e:
+        _fail(f"--check {published_path}: cannot read it as JSON ({type(e).__name__}); pass a comparison.json")
+    rerun = json.loads(json.dumps(data, default=str))  # as written to comparison.json
+    lines = differences(published, rerun)
+    for line in lines:
+        log(f"differs: {line}")
+    log(f"--check {published_path}: " + (f"{len(lines)} value(s) differ" if lines else "every published number "
+                                         "reproduced exactly"))
+    return lines
+
+
 def cmd_compare(a) -> None:
-    run_compare(a.config)
+    if a.check and not Path(a.check).is_file():  # before any model loads
+        _fail(f"--check {a.check}: no such file; pass the published comparison.json")
+    data = run_compare(a.config)
+    if a.check and current_rank() == 0 and check_published(a.check, data):
+        raise SystemExit(1)
 
 
 def add_parser(sub) -> None:
     c = sub.add_parser("compare", help="the paper's comparison tables (methods × coefficient rules) through lmms-eval")
     c.add_argument("config", help="YAML config (see configs/)")
+    c.add_argument("--check", metavar="PUBLISHED.json", help="rerun (resuming from OUTPUT/done and the search cache) "
+                   "and report every number that differs from this published comparison.json; exit 1 if any does")
     c.set_defaults(func=cmd_compare)

@@ -74,6 +74,7 @@ class SearchResult:
     differences: dict[tuple[float, float], float] = field(default_factory=dict)
     ends: str = "neighbours"
     candidates: list[float] = field(default_factory=list)
+    signal: str = "consistency"  # search/signals.py: which label-free value was minimised
 
     @property
     def neighbours_only(self) -> list[float]:
@@ -81,7 +82,9 @@ class SearchResult:
         return [a for a in self.candidates if a not in self.scores]
 
     def to_json(self) -> dict:
-        return {"alpha": self.alpha, "metric": self.metric, "rule": _RULES[self.ends],
+        rule = _RULES[self.ends] if self.signal == "consistency" else \
+            f"signal {self.signal}: interior candidates scored (as Algorithm 1), the lowest wins; ties to the smaller"
+        return {"alpha": self.alpha, "signal": self.signal, "metric": self.metric, "rule": rule,
                 "scores": {str(a): s for a, s in self.scores.items()},
                 "scored": list(self.scores), "neighbours_only": self.neighbours_only,
                 "neighbour_differences": {f"{a}-{b}": d for (a, b), d in self.differences.items()}}

@@ -8,6 +8,7 @@ answers are gathered, so every rank picks the same coefficient.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from tqdm.auto import tqdm
 from ..runtime import all_gather
 from .cache import GenerationCache
 from ..errors import AdammsError
-from .rule import draw_subset, select_alpha
+from .rule import draw_subset
+from .signals import CONFIDENCE_SIGNALS, DEFAULT_SIGNAL, SIGNALS, choose, needs_confidence
 
 log = logging.getLogger("adamms_eval")
 DEFAULT_BATCH = 8
@@ -39,17 +41,26 @@ class CoefficientSearch:
 
     def __init__(self, merged, alphas: list[float], samples: int = 100, seed: int = 0, metric: str = "exact",
                  embedding_model: str | None = None, cache_dir=None, identity: dict | None = None,
-                 gather: Callable = all_gather, progress: bool = True, batch_size: int = DEFAULT_BATCH):
+                 gather: Callable = all_gather, progress: bool = True, batch_size: int = DEFAULT_BATCH,
+                 signal: str = DEFAULT_SIGNAL, record_signals=()):
         self.merged, self.alphas = merged, list(alphas)  # checked by the settings; set() checks again
         self.samples, self.seed, self.metric, self.embedding_model = samples, seed, metric, embedding_model
+        self.signal, self.record_signals = signal, list(record_signals)
         self.cache_dir, self.identity, self.gather, self.progress = cache_dir, identity or {}, gather, progress
         if int(batch_size) < 1:
             raise AdammsError(f"search batch size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
 
     def run(self, task: str, inputs: list[SearchInput], answer: Callable[[list[SearchInput]], list[str]],
-            score: Callable[[float, dict], dict] | None = None, rank: int | None = None) -> dict:
+            score: Callable[[float, dict], dict] | None = None, rank: int | None = None,
+            confidence: Callable[[list[SearchInput], list[str]], list[dict]] | None = None) -> dict:
+        """`confidence(inputs, answers)`: token statistics of the model's own answers as it is now (signals nll and
+        entropy); asked right after each batch is generated, at the same coefficient, and cached beside it."""
         started = time.time()
+        if self.signal in CONFIDENCE_SIGNALS and confidence is None:
+            raise AdammsError(f"signal={self.signal} needs the token log-probabilities of the model's own answers, "
+                              "and this harness cannot score answers; use signal=consistency")
+        scoring = confidence is not None and needs_confidence([self.signal, *self.record_signals])
         local = {i.doc_id: i for i in inputs}
         all_ids = sorted({d for ids in self.gather(sorted(local)) for d in ids})
         if not all_ids:
@@ -72,18 +83,31 @@ class CoefficientSearch:
         notes += sorted({n for n in self.gather(cache.note if cache else "") if n})
         got = {a: {i.doc_id: r for i in mine if (r := cache.get(a, i.key)) is not None} if cache else {}
                for a in self.alphas}
+        stats = {a: {i.doc_id: json.loads(r) for i in mine if (r := cache.get(a, _stats_key(i))) is not None}
+                 if cache and scoring else {} for a in self.alphas}
         reused = sum(len(g) for g in got.values())
         generated = len(self.alphas) * len(mine) - reused
         batches = [mine[j:j + self.batch_size] for j in range(0, len(mine), self.batch_size)]
+        unscorable = []
+
+        def score_batch(alpha, batch) -> bool:
+            try:
+                self._score(confidence, alpha, [i for i in batch if i.doc_id not in stats[alpha]], got[alpha],
+                            stats[alpha], cache, task)
+                return True
+            except _Unscorable as e:
+                unscorable.append(str(e))
+                return False
         with tqdm(total=generated, desc=f"adamms search {task}", disable=not self.progress) as bar:
             for alpha in self.alphas:
-                if len(got[alpha]) == len(mine):
+                if len(got[alpha]) == len(mine) and (not scoring or len(stats[alpha]) == len(mine)):
                     continue  # every answer of this candidate is cached: no need to move the weights
                 self.merged.set(alpha)
                 bar.set_postfix_str(f"{self.merged.method.coefficient}={alpha:g}")
                 for batch in batches:
                     todo = [i for i in batch if i.doc_id not in got[alpha]]
                     if not todo:
+                        scoring = scoring and score_batch(alpha, batch)
                         continue
                     fresh = list(answer(todo))
                     if len(fresh) != len(todo):
@@ -92,21 +116,80 @@ class CoefficientSearch:
                         cache.put(alpha, {i.key: r for i, r in zip(todo, fresh)})
                     got[alpha].update((i.doc_id, r) for i, r in zip(todo, fresh))
                     bar.update(len(todo))
+                    scoring = scoring and score_batch(alpha, batch)
         merged_answers: dict[float, dict] = {a: {} for a in self.alphas}
         for part in self.gather(got):
             for a, answers in part.items():
                 merged_answers[a].update(answers)
         responses = {a: [merged_answers[a][d] for d in subset] for a in self.alphas}
-        result = select_alpha(responses, self.metric, self.embedding_model)
+        scoring = all(self.gather(scoring))  # every rank scores, or none uses the scores
+        token_stats = None
+        if scoring:
+            merged_stats: dict[float, dict] = {a: {} for a in self.alphas}
+            for part in self.gather(stats):
+                for a, per_doc in part.items():
+                    merged_stats[a].update(per_doc)
+            token_stats = {a: [merged_stats[a][d] for d in subset] for a in self.alphas}
+        result = choose(self.signal, responses, token_stats, self.metric, self.embedding_model)
         counts = [sum(x) for x in zip(*self.gather([generated, reused]))]
         record = {**result.to_json(), "coefficient": self.merged.method.coefficient, "candidates": self.alphas,
                   "subset_size": len(subset), "task_size": len(all_ids), "search_seed": self.seed,
                   "generations": counts[0], "reused_from_cache": counts[1], "cache_lines_dropped": dropped,
                   "alpha_per_rank": self.gather(result.alpha),
                   "search_seconds": round(time.time() - started, 2), "notes": notes}
-        if score is not None:
+        if self.record_signals:
+            record["signals"] = self._other_signals(responses, token_stats, unscorable[0] if unscorable else
+                                                    None if confidence is not None else "the harness has no scorer")
+        if score is not None:  # search_report=full: the subset's answers too (evidence re-reads them, e.g. Figure 4)
+            record["subset"] = subset
+            record["responses"] = {str(a): responses[a] for a in self.alphas}
             record["task_scores"] = _transpose({a: score(a, dict(zip(subset, responses[a]))) for a in self.alphas})
         return record
+
+    def _score(self, confidence, alpha, todo, answers, stats, cache, task) -> None:
+        if not todo:
+            return
+        try:
+            fresh = list(confidence(todo, [answers[i.doc_id] for i in todo]))
+        except (AdammsError, NotImplementedError) as e:
+            reason = str(e).split("\n")[0] or type(e).__name__
+            if self.signal in CONFIDENCE_SIGNALS:
+                raise AdammsError(f"signal={self.signal} needs the token log-probabilities of the model's own "
+                                  f"answers, and this harness cannot score them ({reason}); use "
+                                  "signal=consistency") from None
+            raise _Unscorable(reason) from None
+        if len(fresh) != len(todo):
+            raise AdammsError(f"the harness scored {len(fresh)} of {len(todo)} search answers of {task}")
+        if cache:
+            cache.put(alpha, {_stats_key(i): json.dumps(s) for i, s in zip(todo, fresh)})
+        stats.update((i.doc_id, s) for i, s in zip(todo, fresh))
+
+    def _other_signals(self, responses, token_stats, why_unscored) -> dict:
+        """The α each recorded signal picks from the same answers (a signal that cannot run says why)."""
+        out = {}
+        wanted = [("consistency", m) for m in ("exact", "embedding")] if "consistency" in self.record_signals else []
+        wanted += [(s, None) for s in SIGNALS if s in self.record_signals and s != "consistency"]
+        for signal, metric in wanted:
+            name = signal if metric is None else f"{signal}_{metric}"
+            if signal in ("nll", "entropy") and token_stats is None:
+                out[name] = {"unavailable": f"the harness cannot score answers ({why_unscored or 'not scored'})"}
+                continue
+            try:
+                res = choose(signal, responses, token_stats, metric or "exact", self.embedding_model)
+            except AdammsError as e:  # e.g. no sentence-transformers for the embedding metric
+                out[name] = {"unavailable": str(e)}
+                continue
+            out[name] = {"alpha": res.alpha, "scores": {str(a): v for a, v in res.scores.items()}}
+        return out
+
+
+class _Unscorable(Exception):
+    """The harness could not score answers; only recorded signals wanted it, so the search goes on without."""
+
+
+def _stats_key(item: SearchInput) -> str:
+    """The cache key of an answer's token statistics (beside the answer's own key)."""
+    return f"{item.key}#token_stats"
 
 
 def _transpose(by_alpha: dict[float, dict]) -> dict[str, dict[str, float]]:

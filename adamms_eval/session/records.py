@@ -26,7 +26,9 @@ def run_name(settings: Settings) -> str:
                    str(Path(s.other).resolve()), sorted((k, str(v)) for k, v in s.params.items()),
                    s.alphas if s.auto else None, s.search_samples if s.auto else None,
                    s.search_seed if s.auto else None, s.metric if s.auto else None,
-                   s.embedding_model if s.auto else None, s.arch])[:8]
+                   s.embedding_model if s.auto else None, s.arch]
+                  # a non-default signal picks differently; the default keeps the names runs had before it existed
+                  + ([s.signal] if s.auto and s.signal != "consistency" else []))[:8]
     return f"adamms_{short(s.base)}+{short(s.other)}_{s.method}_{s.coefficient}-{coef}_{rest}"
 
 

@@ -48,6 +48,11 @@ class HarnessTask(Protocol):
     def answer(self, inputs: list[SearchInput]) -> list[str]:
         """The model's answers to `inputs`, as it is now."""
 
+    # Optional (signals nll / entropy): token statistics of the model's own `answers` to `inputs`, as it is now, one
+    # {"nll": Σ −log p, "entropy": Σ H, "tokens": n} per answer, from one teacher-forced pass (no generation). None
+    # or absent: the harness cannot score; a scorer that fails raises AdammsError with the reason in one line.
+    confidence: Callable[[list[SearchInput], list[str]], list[dict]] | None
+
 
 def console(message: str) -> None:
     """A session's channel for a harness whose own log does not reach the console (VLMEvalKit's runner)."""
@@ -80,6 +85,7 @@ class MergeSession:
                  spell: Callable = lmms_spell, say: Callable[[str], None] | None = None):
         self.settings, self.backend_name, self.harness = settings, backend_name, harness
         self.plan = preflight_plan(settings, spell)
+        self.spell = spell
         self.run_name = run_name(settings)
         self.say = say or log.info  # the harness's own log channel: what was chosen and where the record went
         self.merged = None
@@ -113,7 +119,8 @@ class MergeSession:
         self.search = CoefficientSearch(self.merged, s.alphas, s.search_samples, s.search_seed, s.metric,
                                         s.embedding_model, s.cache_dir or default_cache_dir(),
                                         self._identity(backend_args, code_files), progress=rank == 0,
-                                        **({"batch_size": int(batch_size)} if batch_size else {}))
+                                        **({"batch_size": int(batch_size)} if batch_size else {}),
+                                        signal=s.signal, record_signals=s.record_signals)
         return self.merged
 
     def detach(self) -> None:
@@ -168,10 +175,16 @@ class MergeSession:
         return alpha
 
     def _search(self, task: HarnessTask) -> dict:
+        from ..search.signals import CONFIDENCE_SIGNALS
+        if self.settings.signal in CONFIDENCE_SIGNALS and getattr(task, "confidence", None) is None:
+            raise AdammsError(f"{self.spell('signal', self.settings.signal)} needs the token log-probabilities of the "
+                              f"model's own answers, and the {self.harness.replace('_', '-')} harness cannot score "
+                              f"answers; use {self.spell('signal', 'consistency')}")
         unavailable = []
         score = task.score
         score = _guarded(score, unavailable) if score is not None and self.settings.search_report == "full" else None
-        record = self.search.run(task.name, task.search_inputs(), task.answer, score)
+        record = self.search.run(task.name, task.search_inputs(), task.answer, score,
+                                 confidence=getattr(task, "confidence", None))
         if unavailable:
             record.pop("task_scores", None)
             record["task_scores_unavailable"] = unavailable[0]

@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 from ..errors import AdammsError, suggest
 from ..merging.methods import REGISTRY, MergeMethod, default_candidates, make_method, resolve_method
 from ..search.rule import ALPHAS_FORMS, check_candidates, parse_alphas
+from ..search.signals import DEFAULT_SIGNAL, SIGNALS, parse_signals
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("search_samples", "size of the unlabeled search subset", 100, minimum=1, search=True),
     Setting("search_seed", "seed of the search subset", 0, minimum=0, search=True),
     Setting("metric", "exact or embedding", "exact", choices=("exact", "embedding"), search=True),
+    Setting("signal", "how alpha=auto picks: consistency (the paper's rule), nll, entropy, base_agreement or "
+            "majority (search/signals.py)", DEFAULT_SIGNAL, choices=SIGNALS, search=True),
+    Setting("record_signals", "also record the α these signals pick from the same answers: all, or a list",
+            search=True),
     Setting("embedding_model", "sentence-transformers model for metric=embedding", search=True),
     Setting("search_report", "scores or full", "scores", choices=("scores", "full")),
     Setting("search_output", "folder for the search record when the harness has none"),
@@ -59,7 +64,7 @@ BY_NAME = {s.name: s for s in SETTINGS}
 COEFFICIENT_NAMES = ("alpha", "lambda")
 ARCH_NAMES = ("base_arch", "other_arch", "pretrained_arch")
 # parsed the same way for every run: a word of `choices`, a whole number, or a value as given
-PLAIN = tuple(s for s in SETTINGS if s.name in ("search_samples", "search_seed", "metric", "embedding_model",
+PLAIN = tuple(s for s in SETTINGS if s.name in ("search_samples", "search_seed", "metric", "signal", "embedding_model",
                                                 "search_report", "search_output", "storage", "backend"))
 SEARCH_KEYS = tuple(s.name for s in SETTINGS if s.search)
 
@@ -88,6 +93,7 @@ class Settings:
     search_samples: int
     search_seed: int
     metric: str
+    signal: str
     embedding_model: str | None
     search_report: str
     search_output: str | None
@@ -95,6 +101,7 @@ class Settings:
     backend: str | None
     cache_dir: Path | None = None
     arch: dict = field(default_factory=dict)  # base_arch / other_arch / pretrained_arch overrides
+    record_signals: list = field(default_factory=list)  # recorded beside the chosen one (search/signals.py)
 
     @property
     def coefficient(self) -> str:
@@ -111,7 +118,8 @@ class Settings:
                 "method": self.merge_method.describe(prepared=False), "coefficient": self.coefficient,
                 "coefficient_given_as": self.given_as, "alpha": "auto" if self.auto else self.alpha,
                 "alphas": self.alphas, "search_samples": self.search_samples, "search_seed": self.search_seed,
-                "metric": self.metric, "search_report": self.search_report}
+                "metric": self.metric, "signal": self.signal, "record_signals": self.record_signals,
+                "search_report": self.search_report}
 
 
 def _owners(name: str) -> list[str]:
@@ -220,10 +228,17 @@ def parse_settings(options: dict, backend_params: Iterable[str] | None = None,
         pretrained=str(options["pretrained"]) if options.get("pretrained") else None,
         method=method_name, params=params, merge_method=merge_method, alpha=alpha, given_as=given_as, alphas=alphas,
         **plain, cache_dir=Path(str(options["cache_dir"])).expanduser() if options.get("cache_dir") else None,
-        arch={k: options[k] for k in ARCH_NAMES if options.get(k)})
+        arch={k: options[k] for k in ARCH_NAMES if options.get(k)}, record_signals=_signals(options, spell))
     if settings.metric == "embedding":
         _check_embedding(settings.embedding_model, spell)
     return settings, rest
+
+
+def _signals(options: dict, spell) -> list[str]:
+    try:
+        return parse_signals(options.get("record_signals"))
+    except AdammsError as e:
+        raise AdammsError(f"{spell('record_signals', options.get('record_signals'))}: {e}") from None
 
 
 def _check_embedding(model: str | None, spell) -> None:

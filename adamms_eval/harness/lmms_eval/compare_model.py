@@ -19,6 +19,7 @@ class ComparisonModel(Adamms):
         self.backend.task_dict = self.task_dict
         self.session = self.merged = None
         self._output_dir = None
+        self.answers_seen: dict[str, dict] = {}  # task -> {doc id: answer} of the last evaluation (Table 3, Full)
         # the backend's device (cuda:<local rank> under data parallel) and its launcher state, so lmms-eval shards
         # the documents over the ranks and gathers them as for the backend itself
         self._device = torch.device(getattr(backend, "device", None) or device)

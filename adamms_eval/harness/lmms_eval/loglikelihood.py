@@ -36,27 +36,52 @@ PROMPTS = {"qwen2_vl": _qwen2_vl_prompt, "llava_hf": _llava_hf_prompt}
 
 
 def continuation_nll(backend, backend_name: str, ctx: str, continuation: str, visuals) -> tuple[float, bool]:
-    """(sum of −log p(continuation tokens), whether greedy decoding would produce them).
-
-    A backend that scores choices itself (a `continuation_nll(ctx, continuation, visuals)` method, as the
-    project's own ports have) is asked directly; the built-in ones go through PROMPTS."""
+    """(sum of −log p(continuation tokens), whether greedy decoding would produce them). A backend with its own
+    `continuation_nll(ctx, continuation, visuals)` is asked directly; else `continuation_stats`."""
     own = getattr(backend, "continuation_nll", None)
     if callable(own):
         return own(ctx, continuation, visuals)
+    stats = continuation_stats(backend, backend_name, ctx, continuation, visuals)
+    return stats["nll"], stats["greedy"]
+
+
+def continuation_stats(backend, backend_name: str, ctx: str, continuation: str, visuals) -> dict:
+    """`token_stats` of the continuation after the backend's own prompt (choice scoring; signals nll / entropy).
+
+    A backend that scores continuations itself (a `continuation_stats(ctx, continuation, visuals)` method, as the
+    project's own ports have) is asked directly; the built-in ones go through PROMPTS."""
+    own = getattr(backend, "continuation_stats", None)
+    if callable(own):
+        return own(ctx, continuation, visuals)
     if backend_name not in PROMPTS:
-        raise NotImplementedError(f"no choice scoring for lmms-eval backend {backend_name!r}: give it a "
-                                  "continuation_nll(ctx, continuation, visuals) method or add it to PROMPTS")
-    return _nll_with_prompt(backend, backend_name, ctx, continuation, visuals)
+        raise NotImplementedError(f"no continuation scoring for lmms-eval backend {backend_name!r}: give it a "
+                                  "continuation_stats (or, for choices only, continuation_nll) method taking (ctx, "
+                                  "continuation, visuals), or add it to PROMPTS")
+    return _stats_with_prompt(backend, backend_name, ctx, continuation, visuals)
+
+
+def can_score(backend, backend_name: str) -> bool:
+    """Whether `continuation_stats` can score answers of this backend (class or instance)."""
+    return callable(getattr(backend, "continuation_stats", None)) or backend_name in PROMPTS
+
+
+def token_stats(logits, target) -> dict:
+    """From the logits that predict each continuation token: Σ −log p(token), Σ entropy of the next-token
+    distribution, the token count and whether greedy decoding would produce every token."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    nll = -logp.gather(-1, target[:, None]).sum().item()
+    entropy = -(logp.exp() * logp).sum(-1).sum().item()
+    return {"nll": nll, "entropy": entropy, "tokens": int(target.numel()),
+            "greedy": bool((logp.argmax(-1) == target).all())}
 
 
 @torch.inference_mode()
-def _nll_with_prompt(backend, backend_name: str, ctx: str, continuation: str, visuals) -> tuple[float, bool]:
+def _stats_with_prompt(backend, backend_name: str, ctx: str, continuation: str, visuals) -> dict:
     processor, prompt, images = PROMPTS[backend_name](backend, ctx, visuals)
     kw = {"images": images} if images else {}
     n_prompt = processor(text=[prompt], return_tensors="pt", **kw)["input_ids"].shape[1]
     full = processor(text=[prompt + continuation], return_tensors="pt", **kw).to(backend.model.device)
-    logits = backend.model(**full).logits[0, n_prompt - 1:-1].float()
-    target = full["input_ids"][0, n_prompt:]
-    logp = torch.log_softmax(logits, dim=-1)
-    nll = -logp.gather(-1, target[:, None]).sum().item()
-    return nll, bool((logp.argmax(-1) == target).all())
+    if full["input_ids"].shape[1] <= n_prompt:  # an empty answer: no token to score
+        return {"nll": 0.0, "entropy": 0.0, "tokens": 0, "greedy": True}
+    logits = backend.model(**full).logits[0, n_prompt - 1:-1]
+    return token_stats(logits, full["input_ids"][0, n_prompt:])

@@ -28,9 +28,10 @@ from ...errors import AdammsError
 from ...fingerprints import digest
 from ...runtime import default_device
 from ...search.runner import SearchInput
+from ...search.signals import CONFIDENCE_SIGNALS
 from ...session import RECORD_NAME, MergeSession, default_output_dir, parse_settings
 from .backends import BACKENDS, choose_backend, default_device_map
-from .loglikelihood import continuation_nll
+from .loglikelihood import can_score, continuation_nll, continuation_stats
 
 HARNESS = "lmms_eval"
 # Set by the adamms model itself, never by the user: passing them would clash with ours.
@@ -104,6 +105,11 @@ class Adamms(lmms):
                               "to choose it from the base's config.json") from None
         settings, backend_kwargs = parse_settings(options, _backend_params(cls),
                                                   backend_label=f"lmms-eval's {self.backend_name} backend")
+        if settings.signal in CONFIDENCE_SIGNALS and not can_score(cls, self.backend_name):  # before any load
+            raise AdammsError(f"signal={settings.signal} needs the token log-probabilities of the model's own answers, "
+                              f"and lmms-eval's {self.backend_name} backend cannot score answers here (no "
+                              "continuation_stats, not in harness/lmms_eval/loglikelihood.PROMPTS); use "
+                              "signal=consistency")
         self.session = MergeSession(settings, self.backend_name, HARNESS, say=eval_logger.info)
         _RUN_NAMES[(str(options["base"]), str(options["other"]))] = self.session.run_name
         _name_runs_after_the_merge()
@@ -118,6 +124,7 @@ class Adamms(lmms):
             batch_size=int(batch_size) if str(batch_size).isdigit() else None)  # search answers cached per batch
         self._output_dir: Path | None = None
         self._device = torch.device(device)
+        self.answers_seen: dict[str, dict] = {}  # task -> {doc id: answer} of the last full evaluation (compare)
 
     @property
     def device(self):
@@ -169,7 +176,7 @@ class Adamms(lmms):
         requests: they are answered but never searched on)."""
         real = [r for r in requests if not r.metadata.get("__padding_only__")]
         return self.session.run_task(_Task(task, self._output_dir, score,
-                                           lambda: self._search_inputs(real), answer))
+                                           lambda: self._search_inputs(real), answer, self._confidence))
 
     def _search_inputs(self, requests) -> list[SearchInput]:
         docs = collections.OrderedDict()
@@ -209,8 +216,10 @@ class Adamms(lmms):
                     return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
 
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=True))
+            seen = self.answers_seen.setdefault(task, {})
             for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
                 out[i] = resp
+                seen[requests[i].doc_id] = str(resp)
         return out
 
     def loglikelihood(self, requests):
@@ -223,8 +232,29 @@ class Adamms(lmms):
                 return [min(i.payload, key=lambda r: self._nll(r)[0]).args[1].strip() for i in inputs]
 
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=False))
+            best: dict = {}
             for i, r in zip(idx, reqs):
-                out[i] = GenerationResult(text=self._nll(r))  # lmms-eval would stringify a bare tuple
+                nll = self._nll(r)
+                out[i] = GenerationResult(text=nll)  # lmms-eval would stringify a bare tuple
+                if r.doc_id not in best or nll[0] < best[r.doc_id][0]:  # the answer: the most likely choice
+                    best[r.doc_id] = (nll[0], r.args[1].strip())
+            self.answers_seen.setdefault(task, {}).update({d: a for d, (_, a) in best.items()})
+        return out
+
+    def _confidence(self, inputs, answers) -> list[dict]:
+        """Token statistics of each answer after its own prompt (one forward pass each; session.HarnessTask). A
+        multiple-choice input's answer is scored as the choice it is, with the choice's own spacing."""
+        out = []
+        for item, ans in zip(inputs, answers):
+            req = next((r for r in item.payload if r.args[1].strip() == ans), item.payload[0]) \
+                if isinstance(item.payload[0].args[1], str) else item.payload[0]
+            continuation = req.args[1] if isinstance(req.args[1], str) else ans
+            ctx, _, doc_to_visual, doc_id, task, split = req.args
+            visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
+            try:
+                out.append(continuation_stats(self.backend, self.backend_name, ctx, continuation, visuals))
+            except NotImplementedError as e:
+                raise AdammsError(str(e)) from None
         return out
 
     def _nll(self, req) -> tuple[float, bool]:
@@ -307,6 +337,7 @@ class _Task:
     score: Callable | None
     inputs: Callable[[], list[SearchInput]]
     answer: Callable[[list[SearchInput]], list[str]]
+    confidence: Callable[[list[SearchInput], list[str]], list[dict]] | None = None
 
     def search_inputs(self) -> list[SearchInput]:
         return self.inputs()

@@ -20,6 +20,7 @@ from ...errors import AdammsError
 from ...ports import CogVLMForCausalLM, MPLUGOwl2LlamaForCausalLM, cogvlm, mplug_owl2
 from ...ports.common import load_tokenizer
 from ...runtime import default_device
+from .loglikelihood import token_stats
 
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
@@ -111,18 +112,23 @@ class _PortBackend(lmms):
             answers.append(self.generate_text(ctx, self._visuals(req), gen_kwargs))
         return answers
 
-    @torch.inference_mode()
     def continuation_nll(self, ctx: str, continuation: str, visuals) -> tuple[float, bool]:
         """(sum of −log p(continuation tokens) after the model's own prompt, whether greedy would produce them)."""
+        stats = self.continuation_stats(ctx, continuation, visuals)
+        if stats["tokens"] == 0:
+            raise AdammsError(f"continuation {continuation!r} adds no tokens to the prompt")
+        return stats["nll"], stats["greedy"]
+
+    @torch.inference_mode()
+    def continuation_stats(self, ctx: str, continuation: str, visuals) -> dict:
+        """loglikelihood.token_stats of the continuation after the model's own prompt (an empty one: 0 tokens)."""
         images = _images(visuals)
         prompt, full = self.encode(ctx, images), self.encode(ctx, images, continuation)
         n = full["input_ids"].shape[1] - prompt["input_ids"].shape[1]
         if n <= 0:
-            raise AdammsError(f"continuation {continuation!r} adds no tokens to the prompt")
-        logits = self.model(**full, use_cache=False).logits[0, -n - 1:-1].float()
-        target = full["input_ids"][0, -n:].to(logits.device)
-        logp = torch.log_softmax(logits, dim=-1)
-        return -logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all())
+            return {"nll": 0.0, "entropy": 0.0, "tokens": 0, "greedy": True}
+        logits = self.model(**full, use_cache=False).logits[0, -n - 1:-1]
+        return token_stats(logits, full["input_ids"][0, -n:].to(logits.device))
 
     def loglikelihood(self, requests):
         out = []

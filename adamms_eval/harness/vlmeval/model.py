@@ -189,6 +189,9 @@ class _Dataset:
         self.model, self.dataset, self.output_dir = model, dataset, output_dir
         self.name = dataset.dataset_name
         self.score = model._scorer(dataset)
+        # signals nll / entropy: VLMEvalKit's generate() returns text only, and scoring an answer would need each
+        # wrapper's own prompt and processor; the session says so in one line when such a signal is asked for
+        self.confidence = None
 
     def search_inputs(self):
         return self.model._search_inputs(self.dataset)
