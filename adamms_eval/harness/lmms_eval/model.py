@@ -27,7 +27,7 @@ from ...fingerprints import digest
 from ...runtime import default_device
 from ...search.runner import SearchInput
 from ...session import RECORD_NAME, MergeSession, default_output_dir, parse_settings
-from .backends import BACKENDS, choose_backend, default_device_map
+from .backends import BACKENDS, choose_backend, default_device_map, unlisted_backend
 from .loglikelihood import continuation_nll
 
 HARNESS = "lmms_eval"
@@ -90,11 +90,14 @@ class Adamms(lmms):
         # Everything is checked before any weights load: settings, backend arguments, the pair's plan.
         settings, _ = parse_settings(options)
         self.backend_name = choose_backend(settings.base, settings.backend)
+        missing = ""
         try:
             cls = get_model(self.backend_name, force_simple=True)
         except ValueError as e:  # lmms-eval's "model not found ... available models: a, b, ..."
+            cls, missing = unlisted_backend(self.backend_name), str(e)
+        if cls is None:
             import difflib
-            known = str(e).partition("available models:")[2].split(",")
+            known = missing.partition("available models:")[2].split(",")
             close = difflib.get_close_matches(self.backend_name, [k.strip() for k in known], n=1)
             hint = f"did you mean backend={close[0]}? " if close else ""
             raise AdammsError(f"backend={self.backend_name}: lmms-eval has no such model; {hint}leave backend= out "
