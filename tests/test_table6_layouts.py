@@ -124,3 +124,27 @@ def test_configs_that_omit_defaults_read_through_the_config_classes():
 ])
 def test_yi_vl_is_told_apart_from_llava_by_its_config(config, name):
     assert detect(config).name == name
+
+
+def test_theta0_from_an_old_yi_snapshot_pairs_like_the_llama_one(released, tmp_path, capsys):
+    """Yi-34B snapshots from before the Hub's Llama-compatible layout (YiForCausalLM, norms ln1 / ln2) give the same
+    plan as the current LlamaForCausalLM one."""
+    old = tmp_path / "yi-34b-old"
+    old.mkdir()
+    index = json.loads((released["yi-34b"] / "model.safetensors.index.json").read_text())
+    from helpers import write_header_only_safetensors
+    cfg, _ = layouts.load("yi-34b")
+    shapes = layouts.shapes("yi-34b", cfg)
+    rename = lambda k: k.replace(".input_layernorm.", ".ln1.").replace(".post_attention_layernorm.", ".ln2.")  # noqa
+    files: dict = {}
+    for k, f in index["weight_map"].items():
+        files.setdefault(f, {})[rename(k)] = (shapes[k], "BF16")
+    for f, tensors in files.items():
+        write_header_only_safetensors(old / f, tensors)
+    (old / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": index["metadata"], "weight_map": {rename(k): f for k, f in index["weight_map"].items()}}))
+    (old / "config.json").write_text(json.dumps({**cfg, "architectures": ["YiForCausalLM"], "model_type": "Yi"}))
+    released = {**released, "yi-34b-old": old}
+    new, was = (plan(capsys, released, "cambrian-34b", "yi-vl-34b", t) for t in ("yi-34b", "yi-34b-old"))
+    assert was["pretrained"]["architecture"] == "yi"
+    assert {k: v for k, v in was.items() if k != "pretrained"} == {k: v for k, v in new.items() if k != "pretrained"}
