@@ -91,7 +91,7 @@ def main() -> int:
               f"{time.time() - started:.0f} s", flush=True)
         script = work / "sink.py"
         script.write_text(SINK)
-        rows = []
+        rows, own = [], {}
         for dtype in [d.strip() for d in a.dtypes.split(",") if d.strip()]:
             for label, row_bytes in (("block by block (shipped)", ""), ("one block per tensor", str(1 << 40))):
                 out = work / "out"
@@ -101,6 +101,7 @@ def main() -> int:
                 cmd += [] if dtype == "float32" else ["--dtype", dtype]
                 res = run_measured(cmd, work / f"{dtype}-{bool(row_bytes)}.log",
                                    {"ROW_BYTES": row_bytes, "TQDM_DISABLE": "1"})
+                own[(dtype, bool(row_bytes))] = res["peak_anon"] / GB
                 rows.append([f"{label}, out {dtype}", res["wall_s"], res["peak_rss"] / GB, res["peak_anon"] / GB,
                              verdict(res["peak_anon"] / GB, TARGET_GB, False)])
                 print(f"  {rows[-1][0]:45} {res['wall_s']:7.1f} s, peak RSS {res['peak_rss'] / GB:.2f} GB, "
@@ -110,6 +111,10 @@ def main() -> int:
     print(f"\n### Cambrian-34B <- Yi-VL-34B merge, linear alpha 0.4, sparse full-size tensors ({a.layers} layers; "
           f"load average {os.getloadavg()[0]:.1f} at end, 2 = both cores busy)\n")
     print(markdown_table(["run", "wall (s)", "peak RSS (GB)", "own memory RssAnon (GB)", f"< {TARGET_GB} GB"], rows))
+    ratios = [[f"own memory, one block per tensor / block by block (out {d})", f"{own[(d, True)] / own[(d, False)]:.1f}x"]
+              for d in dict.fromkeys(d for d, _ in own) if (d, True) in own and (d, False) in own]
+    print()
+    print(markdown_table(["ratio (this run)", "value"], ratios))
     return 0
 
 

@@ -112,6 +112,19 @@ def test_the_table6_compare_config_plans_before_anything_loads(tmp_path, fake_ca
     path.write_text(yaml.safe_dump(cfg))
     p = plan(path)
     assert (p.backend, p.other_backend, [r.name for r in p.rows]) == ("cambrian", None, ["Cambrian-34B", "AdaMMS"])
+    # the runner loads the base through lmms-eval's own cambrian model (stopped at its constructor: no weights here)
+    import lmms_eval.models.simple.cambrian as lmms_cambrian
+
+    from adamms_eval.compare.runner import Runner
+    seen = []
+
+    def constructed(self, pretrained, **kwargs):
+        seen.append(pretrained)
+        raise RuntimeError("stop")
+    monkeypatch.setattr(lmms_cambrian.Cambrian, "__init__", constructed)
+    with pytest.raises(RuntimeError, match="stop"):
+        Runner(p, log=lambda *_: None)._backend(p.backend, cfg["base"], {})
+    assert seen == [str(base)]
     path.write_text(yaml.safe_dump({**cfg, "rows": cfg["rows"] + [{"name": "Yi-VL", "original": "other"}]}))
     with pytest.raises(AdammsError, match="no lmms-eval backend runs a yi_vl base here"):
         plan(path)
