@@ -73,7 +73,12 @@ def cmd_merge(a) -> None:
         if a.alpha is not None:
             raise AdammsError(f"{a.method} moves along lambda: pass --param lambda=VALUE instead of --alpha")
         lam = method.check_coefficient(method.default_coefficient if method.default_coefficient is not None else 1.0)
-    merger = open_merger(a.base, a.other, a.method, params, a.pretrained, a.base_arch, a.other_arch, a.pretrained_arch)
+    dtype = None
+    if a.dtype:
+        import torch
+        dtype = getattr(torch, a.dtype)
+    merger = open_merger(a.base, a.other, a.method, params, a.pretrained, a.base_arch, a.other_arch, a.pretrained_arch,
+                         dtype=dtype)
     out = write_merged(merger, lam, a.out, force=a.force, max_shard_size=a.max_shard_size, progress=not a.quiet,
                        notify=lambda message: print(f"adamms: {message}", file=sys.stderr))
     print(f"wrote {out} ({merger.method.name}, {merger.method.coefficient}={lam:g}, "
@@ -130,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output directory (appears only when complete)")
     m.add_argument("--force", action="store_true", help="replace an existing output directory")
     m.add_argument("--max-shard-size", default="1GB", help="safetensors shard size (default 1GB)")
+    m.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="dtype of the written floating tensors (default: the base's, tensor by tensor; mergekit's "
+                        "out_dtype); another dtype merges in float32 and casts once. A float32 34B base is ~139 GB")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_merge)
     r = sub.add_parser("architectures", help="list the supported architectures")

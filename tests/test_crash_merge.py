@@ -53,23 +53,21 @@ def leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
 
 
-# A real `adamms merge` whose save_file stops the process (SIGSTOP) right before writing shard STOP_AT, or, with
+# A real `adamms merge` whose shard writer stops the process (SIGSTOP) right before writing shard STOP_AT, or, with
 # MODE=inside, after writing the first half of it: the test then SIGKILLs / signals it at that exact point.
 STOPPER = textwrap.dedent("""
     import os, signal, sys
-    from safetensors.torch import save
     import adamms_eval.merging.merger as m
-    real, calls = m.save_file, [0]
-    def save_file(tensors, filename, metadata=None):
+    real, calls = m.write_safetensors, [0]
+    def write_safetensors(path, *args, **kwargs):
         calls[0] += 1
         if calls[0] == int(os.environ["STOP_AT"]):
             if os.environ["MODE"] == "inside":
-                data = save(tensors, metadata=metadata)
-                with open(filename, "wb") as fh:
-                    fh.write(data[: len(data) // 2])
+                real(path, *args, **kwargs)
+                os.truncate(path, os.path.getsize(path) // 2)
             os.kill(os.getpid(), signal.SIGSTOP)
-        return real(tensors, filename, metadata=metadata)
-    m.save_file = save_file
+        return real(path, *args, **kwargs)
+    m.write_safetensors = write_safetensors
     from adamms_eval.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -170,14 +168,14 @@ def python_sigint_handler():
 
 
 def interrupt_at(monkeypatch, call, action):
-    real, calls = merge_module.save_file, [0]
+    real, calls = merge_module.write_safetensors, [0]
 
-    def save_file(tensors, filename, metadata=None):
+    def write_safetensors(*args, **kwargs):
         calls[0] += 1
         if calls[0] == call:
             action()
-        return real(tensors, filename, metadata=metadata)
-    monkeypatch.setattr(merge_module, "save_file", save_file)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(merge_module, "write_safetensors", write_safetensors)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -146,16 +146,23 @@ class Adapter:
                        getattr(cfg, "head_dim", None) or hidden // heads, getattr(cfg, "vocab_size", None))
 
     def matches(self, config: dict) -> int:
-        """2 = matched by architectures, 1 = by model_type, 0 = no match."""
+        """2 = matched by architectures, 1 = by model_type, 0 = no match; an adapter that also names config fields
+        (Yi-VL: LLaVA's classes, told apart by its projector type) matches only with one of them, and then wins
+        over the adapters it shares the architecture with (+2)."""
         if set(config.get("architectures") or []) & set(self.detect_spec.get("architectures", [])):
-            return 2
-        return 1 if config.get("model_type") in self.detect_spec.get("model_type", []) else 0
+            score = 2
+        else:
+            score = 1 if config.get("model_type") in self.detect_spec.get("model_type", []) else 0
+        fields = self.detect_spec.get("config")
+        if not fields or not score:
+            return score
+        return score + 2 if any(config.get(k) in values for k, values in fields.items()) else 0
 
 
 SHARED = "_shared"
 SPEC_KEYS = {"name", "title", "detect", "family", "family_by_architecture", "text_config", "config_model_type",
              "extends", "rules"}
-DETECT_KEYS = {"architectures", "model_type"}
+DETECT_KEYS = {"architectures", "model_type", "config"}
 RULE_KEYS = {"match", "slot", "slots", "duplicate_of", "branch", "group", "ignore"}
 
 

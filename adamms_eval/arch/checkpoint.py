@@ -90,6 +90,10 @@ class TensorSource:
     def get(self, key: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def get_rows(self, key: str, start: int, end: int) -> torch.Tensor:
+        """Rows [start, end) of a tensor (dim 0); a checkpoint reads only those bytes."""
+        return self.get(key)[start:end]
+
 
 class Checkpoint(TensorSource):
     """A model directory on disk: its config and lazily read tensors."""
@@ -144,6 +148,15 @@ class Checkpoint(TensorSource):
             return self._load_bin(f)[key]
         except AdammsError:
             raise
+        except Exception as e:
+            raise _corrupt(f, e) from None
+
+    def get_rows(self, key: str, start: int, end: int) -> torch.Tensor:
+        f = self._key_file[key]
+        if f.suffix != ".safetensors":
+            return self.get(key)[start:end]  # mmapped .bin: the slice pages in only its rows
+        try:  # get_slice reads only the rows asked for (get_tensor would copy the whole tensor)
+            return self._open_safetensors(f).get_slice(key)[start:end]
         except Exception as e:
             raise _corrupt(f, e) from None
 

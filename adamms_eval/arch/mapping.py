@@ -88,6 +88,25 @@ class ModelSide:
             pieces.append(t)
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 0)
 
+    def ref_rows(self, ref: SlotRef) -> int:
+        if ref.part is None:
+            return self.source.info(ref.key).shape[0]
+        return self.shape.rows(ref.parts[ref.part])
+
+    def gather_rows(self, refs: list[SlotRef], start: int, end: int) -> torch.Tensor:
+        """Rows [start, end) of `gather(refs)`, reading only those rows."""
+        pieces, offset = [], 0
+        for ref in refs:
+            n = self.ref_rows(ref)
+            lo, hi = max(start, offset), min(end, offset + n)
+            if lo < hi:
+                first = 0
+                if ref.part is not None:
+                    first = sum(self.shape.rows(s) for s in ref.parts[:ref.part])
+                pieces.append(self.source.get_rows(ref.key, first + lo - offset, first + hi - offset))
+            offset += n
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 0)
+
 
 class MergePlan:
     def __init__(self, base: ModelSide, other: ModelSide, pretrained: ModelSide | None, entries: list[PlanEntry],

@@ -88,10 +88,15 @@ class Runner:
     def _backend(self, name: str, path: str, args: dict):
         import torch
         from lmms_eval.models import get_model
-        from ..harness.lmms_eval.backends import default_device_map
+        from ..harness.lmms_eval.backends import default_device_map, unlisted_backend
         device = self._device()
         args = default_device_map(dict(args or {}), device, torch.cuda.is_available())
-        cls = get_model(name, force_simple=True)
+        try:
+            cls = get_model(name, force_simple=True)
+        except ValueError:  # shipped by lmms-eval but not in its list (cambrian)
+            cls = unlisted_backend(name)
+            if cls is None:
+                raise
         return cls(pretrained=path, device=device, batch_size=int(self.p.cfg.get("batch_size", 1)), **args)
 
     def _base_model(self):

@@ -11,11 +11,11 @@ from typing import Iterator
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..arch.checkpoint import SAFE_INDEX, BIN_INDEX, Checkpoint
 from .kernels import task_vector_chunks
+from .stream import row_blocks, write_safetensors
 from ..errors import AdammsError
 from ..arch.mapping import MergePlan, PlanEntry, build_plan
 from .methods import MergeMethod, Path, make_method
@@ -42,10 +42,44 @@ def require_pretrained(method: MergeMethod, given: bool) -> None:
 class Merger:
     """Per-tensor paths θ(λ) for every merged tensor of the plan."""
 
-    def __init__(self, plan: MergePlan, method: MergeMethod):
+    def __init__(self, plan: MergePlan, method: MergeMethod, dtype: torch.dtype | None = None):
         require_pretrained(method, plan.pretrained is not None)
         self.plan, self.method = plan, method
+        self.dtype = dtype  # output dtype of floating tensors (None: each tensor's own, the base's)
         self._prepared = False
+
+    def out_dtype(self, e: PlanEntry) -> torch.dtype:
+        return self.dtype if self.dtype is not None and e.dtype.is_floating_point else e.dtype
+
+    def _streamable(self, e: PlanEntry) -> bool:
+        """Merged block by block: an elementwise method, and rows that map to rows (no token-id alignment)."""
+        return not e.merged or (self.method.rowwise and (e.vocab is None or e.vocab.prefix) and len(e.shape) > 0)
+
+    def blocks(self, e: PlanEntry, lam: float) -> Iterator[torch.Tensor]:
+        """The output tensor of `e` at `lam` in row order, in the output dtype. An output dtype other than the
+        tensor's own computes the merge in fp32 and casts the result once (mergekit's out_dtype)."""
+        out = self.out_dtype(e)
+        if not self._streamable(e):
+            yield self.tensor(e, lam, fp32=out != e.dtype).to(out)
+            return
+        p, cast = self.plan, (torch.float32 if out != e.dtype else None)
+        merged_rows = e.shape[0] if e.vocab is None else e.vocab.count
+        for s, t in row_blocks(e.shape):
+            base = _finite(p.base.source.get_rows(e.key, s, t), e.key, p.base.source.path)
+            hi = min(t, merged_rows)
+            if not e.merged or hi <= s:  # kept, or rows past the aligned vocabulary: the base's
+                yield base.to(out)
+                continue
+            other = _finite(p.other.gather_rows(e.other, s, hi), e.other[0].key, p.other.source.path)
+            theta0 = None
+            if e.pretrained is not None and self.method.needs_pretrained:
+                theta0 = _finite(p.pretrained.gather_rows(e.pretrained, s, hi), e.pretrained[0].key,
+                                 p.pretrained.source.path)
+            ins = [x if x is None or cast is None else x.to(cast) for x in (base[: hi - s], other, theta0)]
+            path = self.method.path(e.canonical_name, *ins)
+            yield path.point(lam, out=path.b if path.private_b else None).to(out)
+            if hi < t:
+                yield base[hi - s:].to(out)
 
     def _read(self, e: PlanEntry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Base, mapped other and θ0 tensors of a merged entry, checked for NaN/Inf."""
@@ -80,9 +114,11 @@ class Merger:
             self.method.prepare(self.task_vectors)
         self._prepared = True
 
-    def path(self, e: PlanEntry) -> Path:
+    def path(self, e: PlanEntry, fp32: bool = False) -> Path:
         self.prepare()
         full, other, theta0 = self._read(e)
+        if fp32:
+            full, other, theta0 = (t if t is None else t.float() for t in (full, other, theta0))
         path = self.method.path(e.canonical_name, *(self._rows(e, t) for t in (full, other, theta0)))
         if e.vocab is None:
             return path
@@ -93,22 +129,22 @@ class Merger:
         b = e.vocab.scatter(full.clone() if path.kind == "lerp" else torch.zeros_like(full), path.b)
         return Path(a, b, path.kind, private_b=True)
 
-    def tensor(self, e: PlanEntry, lam: float) -> torch.Tensor:
+    def tensor(self, e: PlanEntry, lam: float, fp32: bool = False) -> torch.Tensor:
         if not e.merged:
             return self.plan.base.source.get(e.key)
-        path = self.path(e)
+        path = self.path(e, fp32)
         # the path is used once here: writing the point into a private B saves a tensor-sized allocation
         return path.point(lam, out=path.b if path.private_b else None)
 
 
 def open_merger(base, other, method: str = "linear", params: dict | None = None, pretrained=None,
-                base_arch=None, other_arch=None, pretrained_arch=None) -> Merger:
+                base_arch=None, other_arch=None, pretrained_arch=None, dtype: torch.dtype | None = None) -> Merger:
     """Plan and method from model directories; refuses incompatible pairs before reading tensor data."""
     m = make_method(method, params)
     require_pretrained(m, pretrained is not None)  # before reading any checkpoint
     plan = build_plan(Checkpoint(base), Checkpoint(other), Checkpoint(pretrained) if pretrained else None,
                       base_arch, other_arch, pretrained_arch)
-    return Merger(plan, m)
+    return Merger(plan, m, dtype)
 
 
 def _guard_output(out: FsPath, inputs: list[FsPath], force: bool) -> None:
@@ -144,15 +180,16 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     entries = {e.key: e for e in plan.entries}
-    meta = {k: torch.empty(e.shape, dtype=e.dtype, device="meta") for k, e in entries.items()}
+    meta = {k: torch.empty(e.shape, dtype=merger.out_dtype(e), device="meta") for k, e in entries.items()}
     split = split_torch_state_dict_into_shards(meta, filename_pattern="model{suffix}.safetensors",
                                                max_shard_size=max_shard_size)
     nbytes = {k: t.numel() * t.element_size() for k, t in meta.items()}
     total = sum(nbytes.values())
     with OutputLock(out):
         _guard_output(out, sources, force)  # again, under the lock: a merge that finished meanwhile counts
-        partial = PartialOutput.resume(out, plan_identity(merger, lam, split.filename_to_tensors, max_shard_size),
-                                       notify)
+        identity = {**plan_identity(merger, lam, split.filename_to_tensors, max_shard_size),
+                    "dtype": str(merger.dtype)}
+        partial = PartialOutput.resume(out, identity, notify)
         try:
             merger.prepare()
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"{method.name} {method.coefficient}={lam:g}",
@@ -161,12 +198,10 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
                     if filename in partial.kept:
                         bar.update(sum(nbytes[k] for k in keys))
                         continue
-                    shard = {}
-                    for k in keys:
-                        shard[k] = merger.tensor(entries[k], lam).contiguous()
-                        bar.update(nbytes[k])
-                    save_file(shard, str(partial.path / filename), metadata={"format": "pt"})
-                    del shard
+                    # block by block: neither a whole shard nor (for elementwise methods) a whole tensor in memory
+                    write_safetensors(partial.path / filename, [(k, tuple(meta[k].shape), meta[k].dtype) for k in keys],
+                                      lambda k: merger.blocks(entries[k], lam), metadata={"format": "pt"},
+                                      on_bytes=bar.update)
                     partial.finished(filename)
             tmp = partial.path
             if split.is_sharded:
@@ -174,6 +209,7 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
                 (tmp / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True))
             _copy_side_files(plan.base.source.path, tmp)
             record = {"method": method.describe(), method.coefficient: lam,
+                      "dtype": str(merger.dtype).removeprefix("torch.") if merger.dtype else "as the base",
                       "base": str(plan.base.source.path), "other": str(plan.other.source.path),
                       "pretrained": str(plan.pretrained.source.path) if plan.pretrained else None,
                       "plan": plan.summary(), "seconds": round(time.time() - started, 2),

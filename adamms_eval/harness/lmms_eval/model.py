@@ -30,14 +30,14 @@ from ...runtime import default_device
 from ...search.runner import SearchInput
 from ...search.signals import CONFIDENCE_SIGNALS
 from ...session import RECORD_NAME, MergeSession, default_output_dir, parse_settings
-from .backends import BACKENDS, choose_backend, default_device_map
+from .backends import BACKENDS, choose_backend, default_device_map, unlisted_backend
 from .loglikelihood import can_score, continuation_nll, continuation_stats
 
 HARNESS = "lmms_eval"
 # Set by the adamms model itself, never by the user: passing them would clash with ours.
 _OWN_BACKEND_ARGS = {"self", "pretrained", "device", "batch_size", "max_batch_size"}
-_RUN_NAMES: dict[tuple[str, str], str] = {}
-GROUP_FIELD = "question_id"  # docs sharing it are scored together (MME: the image of a question pair)  # (base, other) as given -> run name, for lmms-eval's model_name
+_RUN_NAMES: dict[tuple[str, str], str] = {}  # (base, other) as given -> run name, for lmms-eval's model_name
+GROUP_FIELD = "question_id"  # docs sharing it are scored together (MME: the image of a question pair)
 
 __all__ = ["Adamms", "BACKENDS", "RECORD_NAME"]
 
@@ -94,11 +94,14 @@ class Adamms(lmms):
         # Everything is checked before any weights load: settings, backend arguments, the pair's plan.
         settings, _ = parse_settings(options)
         self.backend_name = choose_backend(settings.base, settings.backend)
+        missing = ""
         try:
             cls = get_model(self.backend_name, force_simple=True)
         except ValueError as e:  # lmms-eval's "model not found ... available models: a, b, ..."
+            cls, missing = unlisted_backend(self.backend_name), str(e)
+        if cls is None:
             import difflib
-            known = str(e).partition("available models:")[2].split(",")
+            known = missing.partition("available models:")[2].split(",")
             close = difflib.get_close_matches(self.backend_name, [k.strip() for k in known], n=1)
             hint = f"did you mean backend={close[0]}? " if close else ""
             raise AdammsError(f"backend={self.backend_name}: lmms-eval has no such model; {hint}leave backend= out "

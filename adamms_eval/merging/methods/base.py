@@ -108,6 +108,7 @@ class MergeMethod:
     default_alphas = "0.2:1.4:0.2"
     needs_pretrained = True
     statistics_include_vocab = False  # whole-model statistics (prepare) over embeddings / lm_head rows too
+    rowwise = False  # the path of rows [s, e) is the path's rows [s, e): merged block by block when written
     params: dict[str, Param] = {}
     preset: str | None = None
 

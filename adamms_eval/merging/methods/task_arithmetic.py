@@ -8,6 +8,7 @@ from .base import MergeMethod, Param, _bool, _weighted_sum, _weights, register
 class TaskArithmetic(MergeMethod):
     name = "task_arithmetic"
     reference = "Task Arithmetic (Ilharco et al., ICLR 2023); mergekit task_arithmetic"
+    rowwise = True  # elementwise
     params = {"weight": Param(1.0, _weights, "task-vector weight, one or base,other"),
               "normalize": Param(False, _bool, "divide by the sum of weights")}
 

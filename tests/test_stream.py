@@ -1,0 +1,48 @@
+"""Block-by-block merging (merging/stream.py): the blocks of every tensor join to the whole-tensor merge, also for
+fused tensors whose rows come from several slots (CogVLM's QKV <- mPLUG-Owl2's q / multiway k, v, and back), and
+the writer's files read back with safetensors' own loader."""
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import adamms_eval.merging.stream as stream
+from adamms_eval.merging.merger import open_merger
+from adamms_eval.testing.tiny import build_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return build_zoo(tmp_path_factory.mktemp("zoo"), ["cogvlm", "mplug_owl2", "llama_lm"])
+
+
+@pytest.mark.parametrize("base,other,method", [("cogvlm", "mplug_owl2", "linear"),
+                                               ("mplug_owl2", "cogvlm", "task_arithmetic")])
+def test_blocks_join_to_the_whole_tensor_merge(zoo, monkeypatch, base, other, method):
+    m = open_merger(zoo[base], zoo[other], method, {}, zoo["llama_lm"] if method != "linear" else None)
+    monkeypatch.setattr(stream, "ROW_BYTES", 3 * 64 * 4)  # 3 rows of the 64-wide tiny models: blocks cross slots
+    fused = [e for e in m.plan.merged if len(e.other) > 1 or e.other[0].part is not None]
+    assert fused  # the pair has tensors whose rows come from several slots or from a part of one
+    for e in m.plan.entries:
+        whole = m.tensor(e, 0.3)
+        pieces = list(m.blocks(e, 0.3))
+        if e in fused:
+            assert len(pieces) > 1
+        assert torch.equal(torch.cat([p.reshape(-1) for p in pieces]).view(whole.shape), whole), e.key
+
+
+def test_written_file_reads_back_with_safetensors(tmp_path):
+    tensors = {"a": torch.randn(7, 5), "b": torch.randn(3).to(torch.bfloat16), "c": torch.arange(6).to(torch.int64)}
+    spec = [(k, tuple(t.shape), t.dtype) for k, t in tensors.items()]
+    stream.write_safetensors(tmp_path / "x.safetensors", spec, lambda k: iter(tensors[k].split(2)),
+                             metadata={"format": "pt"})
+    back = load_file(tmp_path / "x.safetensors")
+    assert set(back) == set(tensors) and all(torch.equal(back[k], t) for k, t in tensors.items())
+    with safe_open(tmp_path / "x.safetensors", framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}
+
+
+def test_a_block_source_that_falls_short_is_an_error(tmp_path):
+    with pytest.raises(RuntimeError, match="wrote 8 bytes, header says 16"):
+        stream.write_safetensors(tmp_path / "x.safetensors", [("a", (4,), torch.float32)],
+                                 lambda k: iter([torch.zeros(2)]))
