@@ -96,7 +96,8 @@ class MergeSession:
 
         backend_args (everything passed to the backend) and code_files (the harness wrapper's sources) are part
         of the cache identity: a change to either never reuses old answers. batch_size: how many search inputs
-        the harness answers at once (the backend's batch size); each batch is cached as soon as it is answered."""
+        the harness answers at once (the backend's batch size) unless search_batch_size says otherwise; each batch is
+        cached as soon as it is answered."""
         from ..merging.lazy import LazyMerge
         from ..search.runner import CoefficientSearch
         s = self.settings
@@ -107,7 +108,7 @@ class MergeSession:
         self.search = CoefficientSearch(self.merged, s.alphas, s.search_samples, s.search_seed, s.metric,
                                         s.embedding_model, s.cache_dir or default_cache_dir(),
                                         self._identity(backend_args, code_files), progress=rank == 0,
-                                        **({"batch_size": int(batch_size)} if batch_size else {}))
+                                        **({"batch_size": int(n)} if (n := s.search_batch_size or batch_size) else {}))
         return self.merged
 
     def detach(self) -> None:
@@ -118,6 +119,8 @@ class MergeSession:
         """What the cached answers depend on (search.identity: files by size and mtime, method, backend)."""
         from ..search.identity import search_identity
         s = self.settings
+        if s.search_batch_size:  # a padded batch may round differently from the harness's own batches
+            backend_args = {**(backend_args or {}), "search_batch_size": s.search_batch_size}
         return search_identity(base=s.base, other=s.other, pretrained=s.pretrained, method=self.merged.method.describe(),
                                harness=self.harness.replace("_", "-"), backend=self.backend_name,
                                backend_args=backend_args, code_files=code_files)

@@ -10,6 +10,7 @@ lives in adamms_eval.session; this file is the lmms-eval plumbing: each task's r
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import inspect
 from dataclasses import dataclass
@@ -184,7 +185,8 @@ class Adamms(lmms):
             reqs = [requests[i] for i in idx]
 
             def answer(inputs):
-                return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
+                with _generating_together(self.backend, len(inputs)):
+                    return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
 
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=True))
             for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
@@ -255,6 +257,21 @@ class Adamms(lmms):
             self.session.write_records(self._output_dir)
             eval_logger.info(f"adamms: search record -> {self._output_dir / RECORD_NAME}")
         super().clean()
+
+
+@contextlib.contextmanager
+def _generating_together(backend, n: int):
+    """A search batch (search_batch_size inputs) generated as one batch by our ports' backends, whatever the run's
+    batch_size; lmms-eval's built-ins batch by their own batch_size (llava_hf refuses more than 1)."""
+    if not hasattr(backend, "encode_batch"):
+        yield
+        return
+    own = backend.batch_size_per_gpu
+    backend.batch_size_per_gpu = max(own, n)
+    try:
+        yield
+    finally:
+        backend.batch_size_per_gpu = own
 
 
 @dataclass
