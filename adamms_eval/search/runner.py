@@ -38,13 +38,18 @@ class CoefficientSearch:
 
     def __init__(self, merged, alphas: list[float], samples: int = 100, seed: int = 0, metric: str = "exact",
                  embedding_model: str | None = None, cache_dir=None, identity: dict | None = None,
-                 gather: Callable = all_gather, progress: bool = True, batch_size: int = DEFAULT_BATCH):
+                 gather: Callable = all_gather, progress: bool = True, batch_size: int = DEFAULT_BATCH,
+                 base_identity: dict | None = None):
         self.merged, self.alphas = merged, list(alphas)  # checked by the settings; set() checks again
         self.samples, self.seed, self.metric, self.embedding_model = samples, seed, metric, embedding_model
         self.cache_dir, self.identity, self.gather, self.progress = cache_dir, identity or {}, gather, progress
         if int(batch_size) < 1:
             raise AdammsError(f"search batch size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        # the candidate that is the base itself (linear α = 0): its answers live under the base's own identity
+        base_at = getattr(merged.method, "base_at", None)
+        self.base_at = base_at if base_identity is not None and cache_dir else None
+        self.base_identity = base_identity
 
     def run(self, task: str, inputs: list[SearchInput], answer: Callable[[list[SearchInput]], list[str]],
             score: Callable[[float, dict], dict] | None = None, rank: int | None = None) -> dict:
@@ -65,6 +70,13 @@ class CoefficientSearch:
         notes += sorted({n for n in self.gather(cache.note if cache else "") if n})
         got = {a: {i.doc_id: r for i in mine if (r := cache.get(a, i.key)) is not None} if cache else {}
                for a in self.alphas}
+        base_cache = self.base_cache(task, rank) if self.base_at in self.alphas else None
+        from_base = 0
+        if base_cache:  # answered by the base before (a plain run, compare's base row, a search with another model)
+            known = {i.doc_id: r for i in mine if i.doc_id not in got[self.base_at]
+                     and (r := base_cache.get(self.base_at, i.key)) is not None}
+            got[self.base_at].update(known)
+            from_base = len(known)
         reused = sum(len(g) for g in got.values())
         generated = len(self.alphas) * len(mine) - reused
         batches = [mine[j:j + self.batch_size] for j in range(0, len(mine), self.batch_size)]
@@ -81,8 +93,9 @@ class CoefficientSearch:
                     fresh = list(answer(todo))
                     if len(fresh) != len(todo):
                         raise AdammsError(f"the harness answered {len(fresh)} of {len(todo)} search inputs of {task}")
-                    if cache:
-                        cache.put(alpha, {i.key: r for i, r in zip(todo, fresh)})
+                    store = base_cache if alpha == self.base_at and base_cache else cache
+                    if store:
+                        store.put(alpha, {i.key: r for i, r in zip(todo, fresh)})
                     got[alpha].update((i.doc_id, r) for i, r in zip(todo, fresh))
                     bar.update(len(todo))
         merged_answers: dict[float, dict] = {a: {} for a in self.alphas}
@@ -91,15 +104,30 @@ class CoefficientSearch:
                 merged_answers[a].update(answers)
         responses = {a: [merged_answers[a][d] for d in subset] for a in self.alphas}
         result = select_alpha(responses, self.metric, self.embedding_model)
-        counts = [sum(x) for x in zip(*self.gather([generated, reused]))]
+        counts = [sum(x) for x in zip(*self.gather([generated, reused, from_base]))]
         record = {**result.to_json(), "coefficient": self.merged.method.coefficient, "candidates": self.alphas,
                   "subset_size": len(subset), "task_size": len(all_ids), "search_seed": self.seed,
-                  "generations": counts[0], "reused_from_cache": counts[1], "cache_lines_dropped": dropped,
+                  "generations": counts[0], "reused_from_cache": counts[1], "reused_base_answers": counts[2],
+                  "cache_lines_dropped": dropped,
                   "alpha_per_rank": self.gather(result.alpha),
                   "search_seconds": round(time.time() - started, 2), "notes": notes}
         if score is not None:
             record["task_scores"] = _transpose({a: score(a, dict(zip(subset, responses[a]))) for a in self.alphas})
         return record
+
+
+    def base_cache(self, task: str, rank: int | None = None) -> GenerationCache | None:
+        """The cache of the base's own answers to `task` (None when no candidate is the base)."""
+        if self.base_at is None:
+            return None
+        return GenerationCache(self.cache_dir, self.base_identity, task, rank)
+
+    def remember_base_answers(self, task: str, answers: dict[str, str], rank: int | None = None) -> None:
+        """Keep the base's answers to `task`'s inputs ({SearchInput.key: answer}) that a run at the base's coefficient
+        produced anyway, so that a later search does not generate them again."""
+        cache = self.base_cache(task, rank)
+        if cache is not None:
+            cache.put(self.base_at, {k: a for k, a in answers.items() if cache.get(self.base_at, k) is None})
 
 
 def _transpose(by_alpha: dict[float, dict]) -> dict[str, dict[str, float]]:

@@ -191,6 +191,7 @@ class Adamms(lmms):
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=True))
             for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
                 out[i] = resp
+            self._remember_base(task, reqs, {id(requests[i]): str(out[i]) for i in idx})
         return out
 
     def loglikelihood(self, requests):
@@ -205,7 +206,19 @@ class Adamms(lmms):
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=False))
             for i, r in zip(idx, reqs):
                 out[i] = GenerationResult(text=self._nll(r))  # lmms-eval would stringify a bare tuple
+            if self.session.at_base():  # a multiple-choice input's answer: its most likely choice
+                nll = {id(r): out[i].text[0] for i, r in zip(idx, reqs)}
+                self._remember_base(task, reqs, nll, pick=lambda rs: min(rs, key=lambda r: nll[id(r)]).args[1].strip())
         return out
+
+    def _remember_base(self, task: str, reqs, by_request: dict, pick=None) -> None:
+        """Answers made at the base (a run at linear α = 0, compare's base row) are kept as the base's answers to
+        the task's search inputs, so a later search on this base does not generate its α = 0 candidate again."""
+        if not self.session.at_base():
+            return
+        real = [r for r in reqs if not r.metadata.get("__padding_only__")]
+        answers = {i.key: pick(i.payload) if pick else by_request[id(i.payload[0])] for i in self._search_inputs(real)}
+        self.session.remember_base_answers(task, answers)
 
     def _nll(self, req) -> tuple[float, bool]:
         ctx, continuation, doc_to_visual, doc_id, task, split = req.args
