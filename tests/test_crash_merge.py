@@ -242,3 +242,22 @@ def test_error_removes_the_partial_folder_and_the_lock(small_args, monkeypatch, 
     assert main([str(a) for a in args + ["--alpha", "0.3"]]) == 2
     assert "disk on fire" in capsys.readouterr().err
     assert leftovers(out) == [] and not out.exists()
+
+
+def test_shard_hash_from_memory_equals_the_file_hash(tmp_path):
+    """The write-time hash taken from the tensors in memory is the hash of the file's bytes (resume compares it
+    with a re-read of the file), for mixed dtypes, odd sizes and empty tensors."""
+    import torch
+    from safetensors.torch import save_file
+    from adamms_eval.merging.partial import HASHES, file_hash, shard_hash
+    g = torch.Generator().manual_seed(0)
+    tensors = {"b.weight": torch.randn(7, 5, generator=g).to(torch.bfloat16), "a.bias": torch.randn(3, generator=g),
+               "c.count": torch.arange(11, dtype=torch.int64), "d.empty": torch.zeros(0, 4, dtype=torch.float16),
+               "e.half": torch.randn(13, generator=g).half(), "f.flag": torch.tensor([True, False])}
+    f = tmp_path / "s.safetensors"
+    save_file(tensors, str(f), metadata={"format": "pt"})
+    for algo in HASHES:
+        assert shard_hash(f, tensors, algo) == file_hash(f, algo)
+    changed = dict(tensors, **{"a.bias": tensors["a.bias"] + 1})  # not what was written: the hashes differ
+    assert shard_hash(f, changed) != file_hash(f)
+    assert shard_hash(f, {k: v for k, v in tensors.items() if k != "c.count"}) == file_hash(f)  # falls back

@@ -166,8 +166,8 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
                         shard[k] = merger.tensor(entries[k], lam).contiguous()
                         bar.update(nbytes[k])
                     save_file(shard, str(partial.path / filename), metadata={"format": "pt"})
+                    partial.finished(filename, shard)  # hashed from memory, not read back
                     del shard
-                    partial.finished(filename)
             tmp = partial.path
             if split.is_sharded:
                 index = {"metadata": {**split.metadata, "total_size": total}, "weight_map": split.tensor_to_filename}

@@ -49,6 +49,35 @@ def file_hash(path: Path, algo: str = HASH) -> str:
     return h.hexdigest()
 
 
+def shard_hash(path: Path, tensors: dict, algo: str = HASH) -> str:
+    """`file_hash` of a safetensors file just written from `tensors`, without reading its data back: the small
+    header is read from the file, the data bytes are hashed from the tensors still in memory, in the order of
+    the header's data offsets (a safetensors file is exactly 8-byte length + header + those bytes). Falls back to
+    reading the file when the layout is not that (the value is the same either way)."""
+    import torch
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        header_bytes = fh.read(int.from_bytes(head, "little"))
+    header = json.loads(header_bytes)
+    spans = sorted((v["data_offsets"], k) for k, v in header.items() if k != "__metadata__")
+    end, ordered = 0, []
+    for (begin, stop), key in spans:
+        t = tensors.get(key)
+        if begin != end or t is None or not t.is_contiguous() or t.numel() * t.element_size() != stop - begin:
+            return file_hash(path, algo)
+        ordered.append(t)
+        end = stop
+    if path.stat().st_size != 8 + len(header_bytes) + end:
+        return file_hash(path, algo)
+    h = HASHES[algo]()
+    h.update(head)
+    h.update(header_bytes)
+    for t in ordered:
+        if t.numel():  # the bytes as stored (little-endian, as safetensors writes them on this CPU)
+            h.update(memoryview(t.detach().reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def human_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -197,10 +226,15 @@ class PartialOutput:
         tmp.write_text(json.dumps(self.manifest, indent=1, default=str))
         tmp.replace(self.path / MANIFEST)
 
-    def finished(self, filename: str) -> None:
-        """Record a shard once its file is complete (hashed from the page cache right after the write)."""
+    def finished(self, filename: str, tensors: dict | None = None) -> None:
+        """Record a shard once its file is complete. With the `tensors` it was written from, their bytes are hashed
+        in memory (`shard_hash`) instead of reading the file back. No fsync: a resume re-hashes every recorded
+        shard against the file, so a shard whose data never reached the disk (a lost node) fails verification
+        and is written again, whatever the manifest says."""
         f = self.path / filename
-        self.manifest["shards"][filename] = {"bytes": f.stat().st_size, "hash": file_hash(f, self.manifest["hash"])}
+        algo = self.manifest["hash"]
+        digest_ = shard_hash(f, tensors, algo) if tensors is not None else file_hash(f, algo)
+        self.manifest["shards"][filename] = {"bytes": f.stat().st_size, "hash": digest_}
         self._save()
 
     def keep_finished(self) -> tuple[int, int]:
