@@ -243,3 +243,60 @@ def test_two_ranks_recover_from_a_corrupt_line_without_losing_the_other_ranks_an
 def test_batch_size_must_be_positive():
     with pytest.raises(AdammsError, match="batch size"):
         CoefficientSearch(Moving(), ALPHAS, batch_size=0)
+
+
+# -- the base's own answers (linear α = 0) --------------------------------------------------------------------
+class AtBaseCounting(Harness):
+    def __call__(self, inputs):
+        self.at_base = getattr(self, "at_base", 0) + (len(inputs) if self.model.value == 0.0 else 0)
+        return super().__call__(inputs)
+
+
+def _base_search(cache_dir, harness, pair, method="linear", alphas=ALPHAS):
+    model = harness.model
+    model.method = make_method(method, {"density": "0.5"} if method != "linear" else {})
+    s = CoefficientSearch(model, alphas, samples=12, seed=1, cache_dir=cache_dir, identity={"pair": pair},
+                          progress=False, batch_size=4, base_identity={"base": "b"})
+    return s, s.run("task", INPUTS, harness, rank=0)
+
+
+def test_a_search_with_another_model_reuses_the_base_answers(tmp_path):
+    h = AtBaseCounting(Moving())
+    _, first = _base_search(tmp_path, h, "base+A")
+    assert first["generations"] == 7 * 12 and first["reused_base_answers"] == 0 and h.at_base == 12
+    h2 = AtBaseCounting(Moving())
+    _, second = _base_search(tmp_path, h2, "base+B")  # another other model: another identity, the same base
+    assert second["generations"] == h2.answered == 6 * 12 and getattr(h2, "at_base", 0) == 0
+    assert second["reused_base_answers"] == second["reused_from_cache"] == 12
+    assert second["scores"] == first["scores"]  # Moving's answers depend on α only
+    h3 = AtBaseCounting(Moving())  # a method none of whose candidates is the base: nothing to reuse
+    _, ties = _base_search(tmp_path, h3, "base+A ties", method="ties", alphas=[0.0, 0.5, 1.0])
+    assert ties["generations"] == 3 * 12 and ties["reused_base_answers"] == 0 and h3.at_base == 12
+
+
+def test_answers_a_plain_run_made_at_the_base_are_not_generated_again(tmp_path):
+    s, _ = _base_search(tmp_path / "warm", AtBaseCounting(Moving()), "other")
+    s.cache_dir = tmp_path / "fresh"
+    plain = Harness(Moving())
+    plain.model.set(0.0)
+    s.remember_base_answers("task", {i.key: a for i, a in zip(INPUTS, plain(INPUTS))})  # every input, not a subset
+    h = AtBaseCounting(s.merged)
+    rec = s.run("task", INPUTS, h, rank=0)
+    assert rec["generations"] == h.answered == 6 * 12 and getattr(h, "at_base", 0) == 0
+    assert rec["reused_base_answers"] == 12
+
+
+def test_base_identity_ignores_the_merge_only(folders, tmp_path):
+    from adamms_eval.search.identity import base_identity
+
+    def base_of(**change):
+        args = dict(base=folders["base"], other=folders["other"], pretrained=None,
+                    method=make_method("linear").describe(), harness="lmms-eval", backend="qwen2_vl",
+                    backend_args={"dtype": "bfloat16"}, code_files=[])
+        args.update(change)
+        return digest(base_identity(search_identity(**args)))
+    same = base_of()
+    assert base_of(other=folders["theta0"]) == same and base_of(pretrained=folders["theta0"]) == same
+    assert base_of(method=make_method("ties", {"density": "0.3"}).describe()) == same
+    assert base_of(backend_args={"dtype": "float16"}) != same and base_of(base=folders["other"]) != same
+    assert base_of(backend="llava_hf") != same

@@ -240,3 +240,29 @@ def test_error_removes_the_partial_folder_and_the_lock(small_args, monkeypatch, 
     assert main([str(a) for a in args + ["--alpha", "0.3"]]) == 2
     assert "disk on fire" in capsys.readouterr().err
     assert leftovers(out) == [] and not out.exists()
+
+
+def test_write_time_hash_equals_the_file_hash(tmp_path):
+    """The hash the streaming writer feeds as it writes is the hash of the file's bytes (resume compares it with a
+    re-read of the file), for mixed dtypes, odd sizes, empty tensors and a tensor written in several blocks; and
+    the file reads back as written."""
+    import torch
+    from safetensors.torch import load_file
+    from adamms_eval.merging.partial import HASHES, file_hash
+    from adamms_eval.merging.stream import write_safetensors
+    g = torch.Generator().manual_seed(0)
+    tensors = {"b.weight": torch.randn(7, 5, generator=g).to(torch.bfloat16), "a.bias": torch.randn(3, generator=g),
+               "c.count": torch.arange(11, dtype=torch.int64), "d.empty": torch.zeros(0, 4, dtype=torch.float16),
+               "e.half": torch.randn(13, generator=g).half(), "f.flag": torch.tensor([True, False])}
+    blocks = {k: (v.split(2) if v.dim() and len(v) > 2 else [v]) for k, v in tensors.items()}
+    f = tmp_path / "s.safetensors"
+    for algo in HASHES:
+        h = HASHES[algo]()
+        write_safetensors(f, [(k, tuple(v.shape), v.dtype) for k, v in tensors.items()], lambda k: iter(blocks[k]),
+                          metadata={"format": "pt"}, hasher=h)
+        assert h.hexdigest() == file_hash(f, algo)
+    back = load_file(str(f))
+    assert all(torch.equal(back[k], v) for k, v in tensors.items())
+    h = HASHES[next(iter(HASHES))]()
+    h.update(b"x")
+    assert h.hexdigest() != file_hash(f)  # a hash that saw other bytes differs

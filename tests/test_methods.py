@@ -155,3 +155,24 @@ def test_ties_global_threshold_covers_every_entry_it_trims(zoo):
         allabs = torch.cat(parts)
         k = int(0.3 * allabs.numel())
         assert thr == allabs.sort(descending=True).values[k - 1].item()
+
+
+def test_dare_masks_are_the_documented_counter_based_draw():
+    """Entry j of model i is kept when u_j < density, u_j the j % RNG_BLOCK-th little-endian 16-bit piece of
+    SFC64(SeedSequence((seed, crc32(key), i, j // RNG_BLOCK))); any split into pieces gives the same mask."""
+    import zlib
+    import numpy as np
+    from adamms_eval.merging.methods.dare import RNG_BLOCK, KeepMask
+    n, key, density = 2 * RNG_BLOCK + 1234, "model.layers.3.mlp.down_proj.weight", 0.3
+    whole = KeepMask(7, key, 1, density).next(n).bool()
+    u = np.concatenate([np.random.SFC64(np.random.SeedSequence([7, zlib.crc32(key.encode()), 1, b]))
+                        .random_raw(RNG_BLOCK // 4).astype("<u8").view("<u2") for b in range(3)])[:n]
+    assert torch.equal(whole, torch.from_numpy(u < round(density * 65536)))
+    pieces = KeepMask(7, key, 1, density)
+    assert torch.equal(torch.cat([pieces.next(k).bool() for k in (5, RNG_BLOCK - 5, 1, RNG_BLOCK // 2, RNG_BLOCK // 2 + 1233)]),
+                       whole)
+    other = KeepMask(7, key, 0, density).next(n).bool()  # the other model's mask: independent of this one
+    p, q, both = whole.float().mean(), other.float().mean(), (whole & other).float().mean()
+    sd = (density * (1 - density) / n) ** 0.5
+    assert abs(p - density) < 5 * sd and abs(q - density) < 5 * sd and abs(both - density ** 2) < 5 * sd
+    assert not torch.equal(whole[:RNG_BLOCK], whole[RNG_BLOCK:2 * RNG_BLOCK])  # blocks differ

@@ -115,3 +115,14 @@ def test_backend_errors_are_one_line(zoo, tmp_path):
     assert CogVLMBackend(pretrained=str(bare), tokenizer=str(zoo["llama_lm"]), device="cpu").template == "chat"
     with pytest.raises(AdammsError, match="template=qa: choose one of base, chat, vqa"):
         CogVLMBackend(pretrained=str(zoo["cogvlm"]), template="qa", device="cpu")
+
+
+def test_search_after_a_run_at_the_base_does_not_generate_alpha_zero_again(zoo, tasks_dir, tmp_path):
+    """The base's answers of a plain run (linear α = 0) are its α = 0 candidate in a later search of the same base."""
+    base, other, cache = zoo["mplug_owl2"], zoo["cogvlm"], tmp_path / "c"
+    run(tasks_dir, tmp_path / "zero", "adamms", f"base={base},other={other},alpha=0,cache_dir={cache}")
+    auto = record(run(tasks_dir, tmp_path / "auto", "adamms", f"base={base},other={other},alpha=auto,"
+                      f"alphas=0:0.6:0.2,search_samples=4,search_batch_size=4,cache_dir={cache}"))
+    for task in TASKS.split(","):
+        r = auto["tasks"][task]
+        assert r["generations"] == 12 and r["reused_base_answers"] == 4  # 3 merged candidates x 4 inputs

@@ -198,11 +198,13 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
                     if filename in partial.kept:
                         bar.update(sum(nbytes[k] for k in keys))
                         continue
-                    # block by block: neither a whole shard nor (for elementwise methods) a whole tensor in memory
+                    # block by block: neither a whole shard nor (for elementwise methods) a whole tensor in memory;
+                    # hashed as written, not read back
+                    written = partial.hasher()
                     write_safetensors(partial.path / filename, [(k, tuple(meta[k].shape), meta[k].dtype) for k in keys],
                                       lambda k: merger.blocks(entries[k], lam), metadata={"format": "pt"},
-                                      on_bytes=bar.update)
-                    partial.finished(filename)
+                                      on_bytes=bar.update, hasher=written)
+                    partial.finished(filename, written.hexdigest())
             tmp = partial.path
             if split.is_sharded:
                 index = {"metadata": {**split.metadata, "total_size": total}, "weight_map": split.tensor_to_filename}

@@ -197,10 +197,17 @@ class PartialOutput:
         tmp.write_text(json.dumps(self.manifest, indent=1, default=str))
         tmp.replace(self.path / MANIFEST)
 
-    def finished(self, filename: str) -> None:
-        """Record a shard once its file is complete (hashed from the page cache right after the write)."""
+    def hasher(self):
+        """A fresh hash object of this output's algorithm, for a writer to feed every byte it writes."""
+        return HASHES[self.manifest["hash"]]()
+
+    def finished(self, filename: str, written_hash: str | None = None) -> None:
+        """Record a shard once its file is complete. `written_hash`, from a `hasher()` the writer fed, saves reading
+        the file back. No fsync: a resume re-hashes every recorded shard against the file, so a shard whose data
+        never reached the disk (a lost node) fails verification and is written again, whatever the manifest says."""
         f = self.path / filename
-        self.manifest["shards"][filename] = {"bytes": f.stat().st_size, "hash": file_hash(f, self.manifest["hash"])}
+        digest_ = written_hash or file_hash(f, self.manifest["hash"])
+        self.manifest["shards"][filename] = {"bytes": f.stat().st_size, "hash": digest_}
         self._save()
 
     def keep_finished(self) -> tuple[int, int]:

@@ -36,9 +36,10 @@ def row_blocks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
 
 def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], torch.dtype]],
                       blocks: Callable[[str], Iterator[torch.Tensor]], metadata: dict | None = None,
-                      on_bytes: Callable[[int], None] | None = None) -> None:
+                      on_bytes: Callable[[int], None] | None = None, hasher=None) -> None:
     """Write `tensors` (name, shape, dtype) into one safetensors file, each tensor's data from `blocks(name)`:
-    contiguous pieces in row order whose sizes add up to the tensor's."""
+    contiguous pieces in row order whose sizes add up to the tensor's. `hasher` (an object with `update`) sees
+    every byte written, in order, so the file's hash needs no read-back."""
     header, offset = {}, 0
     for name, shape, dtype in tensors:
         n = torch.empty((), dtype=dtype).element_size()
@@ -50,15 +51,20 @@ def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], torc
         header["__metadata__"] = metadata
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    def write(data) -> None:
+        fh.write(data)
+        if hasher is not None:
+            hasher.update(data)
+
     with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(blob)))
-        fh.write(blob)
+        write(struct.pack("<Q", len(blob)))
+        write(blob)
         for name, shape, dtype in tensors:
             start, want = header[name]["data_offsets"]
             written = 0
             for piece in blocks(name):
                 data = piece.contiguous().reshape(-1).view(torch.uint8).numpy()
-                fh.write(memoryview(data))
+                write(memoryview(data))
                 written += data.nbytes
                 if on_bytes:
                     on_bytes(data.nbytes)

@@ -140,3 +140,10 @@ def pil_to_tensor(image, size: int, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tenso
     arr = np.asarray(image, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def left_pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+    """1-D tensors stacked to (B, longest), each padded on the left with `value` (generation appends on the right,
+    so every row's last prompt token is the last column)."""
+    width = max(len(r) for r in rows)
+    return torch.stack([F.pad(r, (width - len(r), 0), value=value) for r in rows])

@@ -66,3 +66,11 @@ def search_identity(*, base, other, pretrained=None, method: dict, harness: str,
             "harness": harness, "backend": backend, "backend_args": dict(sorted(args.items())),
             "versions": library_versions(harness), "accelerator": _accelerator(),
             "code": {"adamms_eval": __version__, "sources": source_digest(code_files)}}
+
+
+def base_identity(identity: dict) -> dict:
+    """The identity of the base model's own answers: the search identity without what only the merge depends on
+    (other, pretrained, method). A merge's candidate at the method's `base_at` (linear α = 0) is the base bit for
+    bit, so its answers are shared by every search and plain run on this base with these backend settings."""
+    return {**{k: v for k, v in identity.items() if k not in ("other", "pretrained", "method")},
+            "answers_of": "the base model"}

@@ -42,7 +42,7 @@ class CoefficientSearch:
     def __init__(self, merged, alphas: list[float], samples: int = 100, seed: int = 0, metric: str = "exact",
                  embedding_model: str | None = None, cache_dir=None, identity: dict | None = None,
                  gather: Callable = all_gather, progress: bool = True, batch_size: int = DEFAULT_BATCH,
-                 signal: str = DEFAULT_SIGNAL, record_signals=()):
+                 signal: str = DEFAULT_SIGNAL, record_signals=(), base_identity: dict | None = None):
         self.merged, self.alphas = merged, list(alphas)  # checked by the settings; set() checks again
         self.samples, self.seed, self.metric, self.embedding_model = samples, seed, metric, embedding_model
         self.signal, self.record_signals = signal, list(record_signals)
@@ -50,6 +50,10 @@ class CoefficientSearch:
         if int(batch_size) < 1:
             raise AdammsError(f"search batch size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        # the candidate that is the base itself (linear α = 0): its answers live under the base's own identity
+        base_at = getattr(merged.method, "base_at", None)
+        self.base_at = base_at if base_identity is not None and cache_dir else None
+        self.base_identity = base_identity
 
     def run(self, task: str, inputs: list[SearchInput], answer: Callable[[list[SearchInput]], list[str]],
             score: Callable[[float, dict], dict] | None = None, rank: int | None = None,
@@ -85,6 +89,13 @@ class CoefficientSearch:
                for a in self.alphas}
         stats = {a: {i.doc_id: json.loads(r) for i in mine if (r := cache.get(a, _stats_key(i))) is not None}
                  if cache and scoring else {} for a in self.alphas}
+        base_cache = self.base_cache(task, rank) if self.base_at in self.alphas else None
+        from_base = 0
+        if base_cache:  # answered by the base before (a plain run, compare's base row, a search with another model)
+            known = {i.doc_id: r for i in mine if i.doc_id not in got[self.base_at]
+                     and (r := base_cache.get(self.base_at, i.key)) is not None}
+            got[self.base_at].update(known)
+            from_base = len(known)
         reused = sum(len(g) for g in got.values())
         generated = len(self.alphas) * len(mine) - reused
         batches = [mine[j:j + self.batch_size] for j in range(0, len(mine), self.batch_size)]
@@ -112,8 +123,9 @@ class CoefficientSearch:
                     fresh = list(answer(todo))
                     if len(fresh) != len(todo):
                         raise AdammsError(f"the harness answered {len(fresh)} of {len(todo)} search inputs of {task}")
-                    if cache:
-                        cache.put(alpha, {i.key: r for i, r in zip(todo, fresh)})
+                    store = base_cache if alpha == self.base_at and base_cache else cache
+                    if store:
+                        store.put(alpha, {i.key: r for i, r in zip(todo, fresh)})
                     got[alpha].update((i.doc_id, r) for i, r in zip(todo, fresh))
                     bar.update(len(todo))
                     scoring = scoring and score_batch(alpha, batch)
@@ -131,10 +143,11 @@ class CoefficientSearch:
                     merged_stats[a].update(per_doc)
             token_stats = {a: [merged_stats[a][d] for d in subset] for a in self.alphas}
         result = choose(self.signal, responses, token_stats, self.metric, self.embedding_model)
-        counts = [sum(x) for x in zip(*self.gather([generated, reused]))]
+        counts = [sum(x) for x in zip(*self.gather([generated, reused, from_base]))]
         record = {**result.to_json(), "coefficient": self.merged.method.coefficient, "candidates": self.alphas,
                   "subset_size": len(subset), "task_size": len(all_ids), "search_seed": self.seed,
-                  "generations": counts[0], "reused_from_cache": counts[1], "cache_lines_dropped": dropped,
+                  "generations": counts[0], "reused_from_cache": counts[1], "reused_base_answers": counts[2],
+                  "cache_lines_dropped": dropped,
                   "alpha_per_rank": self.gather(result.alpha),
                   "search_seconds": round(time.time() - started, 2), "notes": notes}
         if self.record_signals:
@@ -190,6 +203,20 @@ class _Unscorable(Exception):
 def _stats_key(item: SearchInput) -> str:
     """The cache key of an answer's token statistics (beside the answer's own key)."""
     return f"{item.key}#token_stats"
+
+
+    def base_cache(self, task: str, rank: int | None = None) -> GenerationCache | None:
+        """The cache of the base's own answers to `task` (None when no candidate is the base)."""
+        if self.base_at is None:
+            return None
+        return GenerationCache(self.cache_dir, self.base_identity, task, rank)
+
+    def remember_base_answers(self, task: str, answers: dict[str, str], rank: int | None = None) -> None:
+        """Keep the base's answers to `task`'s inputs ({SearchInput.key: answer}) that a run at the base's coefficient
+        produced anyway, so that a later search does not generate them again."""
+        cache = self.base_cache(task, rank)
+        if cache is not None:
+            cache.put(self.base_at, {k: a for k, a in answers.items() if cache.get(self.base_at, k) is None})
 
 
 def _transpose(by_alpha: dict[float, dict]) -> dict[str, dict[str, float]]:

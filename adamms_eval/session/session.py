@@ -108,7 +108,8 @@ class MergeSession:
 
         backend_args (everything passed to the backend) and code_files (the harness wrapper's sources) are part
         of the cache identity: a change to either never reuses old answers. batch_size: how many search inputs
-        the harness answers at once (the backend's batch size); each batch is cached as soon as it is answered."""
+        the harness answers at once (the backend's batch size) unless search_batch_size says otherwise; each batch is
+        cached as soon as it is answered."""
         from ..merging.lazy import LazyMerge
         from ..search.runner import CoefficientSearch
         s = self.settings
@@ -116,10 +117,12 @@ class MergeSession:
                                 base_tokenizer=base_tokenizer or s.base, plan=self.plan, progress=rank == 0)
         if not s.auto:
             self.merged.set(s.alpha)
+        from ..search.identity import base_identity
+        identity = self._identity(backend_args, code_files)
         self.search = CoefficientSearch(self.merged, s.alphas, s.search_samples, s.search_seed, s.metric,
-                                        s.embedding_model, s.cache_dir or default_cache_dir(),
-                                        self._identity(backend_args, code_files), progress=rank == 0,
-                                        **({"batch_size": int(batch_size)} if batch_size else {}),
+                                        s.embedding_model, s.cache_dir or default_cache_dir(), identity,
+                                        progress=rank == 0, base_identity=base_identity(identity),
+                                        **({"batch_size": int(n)} if (n := s.search_batch_size or batch_size) else {}),
                                         signal=s.signal, record_signals=s.record_signals)
         return self.merged
 
@@ -190,6 +193,16 @@ class MergeSession:
             record["task_scores_unavailable"] = unavailable[0]
             log.warning("adamms: %s: no task score per candidate: %s", task.name, unavailable[0])
         return record
+
+    def at_base(self) -> bool:
+        """Whether the weights are now the base's own (linear α = 0): answers made now are the base's answers."""
+        return self.search is not None and self.search.base_at is not None and self.merged.value == self.search.base_at
+
+    def remember_base_answers(self, task: str, answers: dict[str, str]) -> None:
+        """A harness that just answered `task`'s inputs at the base ({SearchInput.key: answer}) keeps them for later
+        searches on this base (with any other model): their α = 0 candidate is not generated again."""
+        if self.at_base():
+            self.search.remember_base_answers(task, answers, current_rank())
 
     def set_for(self, alpha: float) -> None:
         if self.merged.value != alpha:  # a fixed α is set once, at attach

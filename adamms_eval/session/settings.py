@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("alphas", "candidate coefficients for alpha=auto", search=True),
     Setting("search_samples", "size of the unlabeled search subset", 100, minimum=1, search=True),
     Setting("search_seed", "seed of the search subset", 0, minimum=0, search=True),
+    Setting("search_batch_size", "search inputs answered at once (default: the harness's batch size; VLMEvalKit: 8)",
+            minimum=1, search=True),
     Setting("metric", "exact or embedding", "exact", choices=("exact", "embedding"), search=True),
     Setting("signal", "how alpha=auto picks: consistency (the paper's rule), nll, entropy, base_agreement or "
             "majority (search/signals.py)", DEFAULT_SIGNAL, choices=SIGNALS, search=True),
@@ -64,8 +66,9 @@ BY_NAME = {s.name: s for s in SETTINGS}
 COEFFICIENT_NAMES = ("alpha", "lambda")
 ARCH_NAMES = ("base_arch", "other_arch", "pretrained_arch")
 # parsed the same way for every run: a word of `choices`, a whole number, or a value as given
-PLAIN = tuple(s for s in SETTINGS if s.name in ("search_samples", "search_seed", "metric", "signal", "embedding_model",
-                                                "search_report", "search_output", "storage", "backend"))
+PLAIN = tuple(s for s in SETTINGS if s.name in ("search_samples", "search_seed", "search_batch_size", "metric",
+                                                "signal", "embedding_model", "search_report", "search_output",
+                                                "storage", "backend"))
 SEARCH_KEYS = tuple(s.name for s in SETTINGS if s.search)
 
 
@@ -92,6 +95,7 @@ class Settings:
     alphas: list[float]
     search_samples: int
     search_seed: int
+    search_batch_size: int | None    # None: the harness's batch size
     metric: str
     signal: str
     embedding_model: str | None

@@ -215,7 +215,7 @@ class Adamms(lmms):
             reqs = [requests[i] for i in idx]
 
             def answer(inputs):
-                with backend_bar_off(self.backend):  # the search's own bar counts candidates × inputs
+                with backend_bar_off(self.backend), _generating_together(self.backend, len(inputs)):
                     return [str(x) for x in self.backend.generate_until([self._fresh(i.payload[0]) for i in inputs])]
 
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=True))
@@ -223,6 +223,7 @@ class Adamms(lmms):
             for i, resp in zip(idx, self.backend.generate_until([self._fresh(r) for r in reqs])):
                 out[i] = resp
                 seen[requests[i].doc_id] = str(resp)
+            self._remember_base(task, reqs, {id(requests[i]): str(out[i]) for i in idx})
         return out
 
     def loglikelihood(self, requests):
@@ -236,12 +237,15 @@ class Adamms(lmms):
 
             self._run_task(task, reqs, answer, self._scorer(reqs, generate=False))
             best: dict = {}
+            nll_of: dict = {}
             for i, r in zip(idx, reqs):
                 nll = self._nll(r)
+                nll_of[id(r)] = nll[0]
                 out[i] = GenerationResult(text=nll)  # lmms-eval would stringify a bare tuple
                 if r.doc_id not in best or nll[0] < best[r.doc_id][0]:  # the answer: the most likely choice
                     best[r.doc_id] = (nll[0], r.args[1].strip())
             self.answers_seen.setdefault(task, {}).update({d: a for d, (_, a) in best.items()})
+            self._remember_base(task, reqs, nll_of, pick=lambda rs: min(rs, key=lambda r: nll_of[id(r)]).args[1].strip())
         return out
 
     def _confidence(self, inputs, answers) -> list[dict]:
@@ -259,6 +263,15 @@ class Adamms(lmms):
             except NotImplementedError as e:
                 raise AdammsError(str(e)) from None
         return out
+
+    def _remember_base(self, task: str, reqs, by_request: dict, pick=None) -> None:
+        """Answers made at the base (a run at linear α = 0, compare's base row) are kept as the base's answers to
+        the task's search inputs, so a later search on this base does not generate its α = 0 candidate again."""
+        if not self.session.at_base():
+            return
+        real = [r for r in reqs if not r.metadata.get("__padding_only__")]
+        answers = {i.key: pick(i.payload) if pick else by_request[id(i.payload[0])] for i in self._search_inputs(real)}
+        self.session.remember_base_answers(task, answers)
 
     def _nll(self, req) -> tuple[float, bool]:
         ctx, continuation, doc_to_visual, doc_id, task, split = req.args
@@ -330,6 +343,21 @@ def backend_bar_off(backend):
         yield
     finally:
         module.tqdm = real
+
+
+@contextlib.contextmanager
+def _generating_together(backend, n: int):
+    """A search batch (search_batch_size inputs) generated as one batch by our ports' backends, whatever the run's
+    batch_size; lmms-eval's built-ins batch by their own batch_size (llava_hf refuses more than 1)."""
+    if not hasattr(backend, "encode_batch"):
+        yield
+        return
+    own = backend.batch_size_per_gpu
+    backend.batch_size_per_gpu = max(own, n)
+    try:
+        yield
+    finally:
+        backend.batch_size_per_gpu = own
 
 
 @dataclass

@@ -51,8 +51,8 @@ class _PortBackend(lmms):
         kwargs.pop("max_batch_size", None)
         if kwargs:
             raise AdammsError(f"{type(self).__name__}: unknown model_args {', '.join(sorted(kwargs))}")
-        if int(batch_size) != 1:
-            raise AdammsError(f"{type(self).__name__} answers one request at a time: use batch_size=1")
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise AdammsError(f"{type(self).__name__}: batch_size={batch_size}: give a whole number of at least 1")
         if str(dtype) not in DTYPES:
             raise AdammsError(f"dtype={dtype}: choose one of {', '.join(DTYPES)}")
         if not (Path(pretrained) / "config.json").is_file():
@@ -63,6 +63,7 @@ class _PortBackend(lmms):
                                                     device_map=device_map or device).eval()
         self._device = torch.device(device)
         self.default_max_new_tokens = int(max_new_tokens)
+        self.batch_size_per_gpu = int(batch_size)  # as lmms-eval's built-ins call it (adamms sets it for a search)
         self.pretrained = pretrained
 
     @property
@@ -78,16 +79,20 @@ class _PortBackend(lmms):
         """Model inputs (batch of one) for the prompt built from ctx, with `continuation` appended as text."""
         raise NotImplementedError
 
+    def encode_batch(self, ctxs: list[str], images: list[list]) -> dict:
+        """Model inputs for several prompts, left-padded with an attention mask."""
+        raise NotImplementedError
+
     def new_tokens(self, inputs: dict, output: torch.Tensor) -> torch.Tensor:
-        return output[0, inputs["input_ids"].shape[1]:]
+        """(B, new) generated tokens of a generate() output."""
+        return output[:, inputs["input_ids"].shape[1]:]
 
     # -- lmms API --------------------------------------------------------------------------------------------------------
     def _visuals(self, req):
         ctx, second, doc_to_visual, doc_id, task, split = req.args
         return _images(doc_to_visual(self.task_dict[task][split][doc_id]))
 
-    @torch.inference_mode()
-    def generate_text(self, ctx: str, images: list, gen_kwargs: dict) -> str:
+    def _decoding(self, gen_kwargs: dict) -> tuple[dict, list[str]]:
         gen = dict(gen_kwargs or {})
         until = gen.pop("until", None) or []
         until = [until] if isinstance(until, str) else list(until)
@@ -97,19 +102,46 @@ class _PortBackend(lmms):
                     "pad_token_id": self.model.config.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
         if temperature > 0:
             settings.update(temperature=temperature, top_p=float(gen.pop("top_p", None) or 1.0))
-        inputs = self.encode(ctx, images)
-        out = self.model.generate(**inputs, **settings)
-        text = self.tokenizer.decode(self.new_tokens(inputs, out), skip_special_tokens=True)
-        for stop in until:
-            if stop:
-                text = text.split(stop)[0]
-        return text.strip()
+        return settings, until
+
+    @torch.inference_mode()
+    def generate_texts(self, ctxs: list[str], images: list[list], gen_kwargs: dict) -> list[str]:
+        """Answers to several prompts with the same decoding settings, generated as one left-padded batch (one
+        prompt alone is encoded unpadded, exactly as before)."""
+        settings, until = self._decoding(gen_kwargs)
+        inputs = self.encode(ctxs[0], images[0]) if len(ctxs) == 1 else self.encode_batch(ctxs, images)
+        out = self.new_tokens(inputs, self.model.generate(**inputs, **settings))
+        texts = []
+        for row in out:
+            ends = (row == self.tokenizer.eos_token_id).nonzero()
+            row = row[: int(ends[0])] if len(ends) else row  # a finished row is padded after its end in a batch
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            for stop in until:
+                if stop:
+                    text = text.split(stop)[0]
+            texts.append(text.strip())
+        return texts
+
+    def generate_text(self, ctx: str, images: list, gen_kwargs: dict) -> str:
+        return self.generate_texts([ctx], [images], gen_kwargs)[0]
 
     def generate_until(self, requests):
-        answers = []
-        for req in tqdm(requests, disable=self.rank != 0, desc=f"{self.model_name} responding"):
-            ctx, gen_kwargs = req.args[0], req.args[1]
-            answers.append(self.generate_text(ctx, self._visuals(req), gen_kwargs))
+        """Requests with the same generation settings go in batches of `batch_size`, in their order; answers come
+        back in the requests' order."""
+        answers = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(repr(sorted((req.args[1] or {}).items(), key=str)), []).append(i)
+        n = max(1, int(self.batch_size_per_gpu))
+        with tqdm(total=len(requests), disable=self.rank != 0, desc=f"{self.model_name} responding") as bar:
+            for idx in groups.values():
+                for j in range(0, len(idx), n):
+                    chunk = [requests[i] for i in idx[j:j + n]]
+                    texts = self.generate_texts([r.args[0] for r in chunk], [self._visuals(r) for r in chunk],
+                                                chunk[0].args[1])
+                    for i, t in zip(idx[j:j + n], texts):
+                        answers[i] = t
+                    bar.update(len(chunk))
         return answers
 
     def continuation_nll(self, ctx: str, continuation: str, visuals) -> tuple[float, bool]:
@@ -153,11 +185,18 @@ class CogVLMBackend(_PortBackend):
             raise AdammsError(f"template={self.template}: choose one of {', '.join(cogvlm.TEMPLATES)}")
 
     def encode(self, ctx, images, continuation=""):
-        if len(images) > 1:
-            raise AdammsError(f"CogVLM takes one image per question; this request has {len(images)}")
-        text = cogvlm.history_to_prompt(self.template, [], ctx.replace("<image>", "").strip()) + continuation
+        text = self._text(ctx, images) + continuation
         return cogvlm.model_inputs(self.model.config, self.tokenizer, text, images[:1], self.input_device,
                                    self.model.dtype)
+
+    def _text(self, ctx, images):
+        if len(images) > 1:
+            raise AdammsError(f"CogVLM takes one image per question; this request has {len(images)}")
+        return cogvlm.history_to_prompt(self.template, [], ctx.replace("<image>", "").strip())
+
+    def encode_batch(self, ctxs, images):
+        return cogvlm.batch_inputs(self.model.config, self.tokenizer, [self._text(c, i) for c, i in zip(ctxs, images)],
+                                   images, self.input_device, self.model.dtype)
 
 
 class MPLUGOwl2Backend(_PortBackend):
@@ -170,16 +209,21 @@ class MPLUGOwl2Backend(_PortBackend):
         super().__init__(pretrained, **kwargs)
         self.image_size, self.mean, self.std = mplug_owl2.image_settings(pretrained, self.model.config)
 
-    def encode(self, ctx, images, continuation=""):
+    def _prompt(self, ctx, images):
         question = ctx.replace("<image>", "").strip()
-        prompt = mplug_owl2.build_prompt(question, with_image=False)
         if images:  # one <|image|> per image, in front of the question as the original's chat does
-            prompt = mplug_owl2.build_prompt("<|image|>" * (len(images) - 1) + question, with_image=True)
-        return mplug_owl2.model_inputs(self.tokenizer, prompt + continuation, images, self.image_size, self.mean,
-                                       self.std, self.input_device, self.model.dtype)
+            return mplug_owl2.build_prompt("<|image|>" * (len(images) - 1) + question, with_image=True)
+        return mplug_owl2.build_prompt(question, with_image=False)
+
+    def encode(self, ctx, images, continuation=""):
+        return mplug_owl2.model_inputs(self.tokenizer, self._prompt(ctx, images) + continuation, images,
+                                       self.image_size, self.mean, self.std, self.input_device, self.model.dtype)
+
+    def encode_batch(self, ctxs, images):
+        return mplug_owl2.batch_inputs(self.tokenizer, [self._prompt(c, i) for c, i in zip(ctxs, images)], images,
+                                       self.image_size, self.mean, self.std, self.input_device, self.model.dtype)
 
     def new_tokens(self, inputs, output):
-        # with an image the prompt goes in as embeddings and generate() returns only the new tokens
+        # with an image in the batch the prompts go in as embeddings and generate() returns only the new tokens
         has_image = bool((inputs["input_ids"] == mplug_owl2.IMAGE_TOKEN_INDEX).any())
-        return output[0] if has_image else output[0, inputs["input_ids"].shape[1]:]
-
+        return output if has_image else output[:, inputs["input_ids"].shape[1]:]

@@ -51,6 +51,31 @@ class _PortMixin(AdammsMixin):
     def generation_settings(self) -> dict:
         return dict(self.kwargs)
 
+    def generate_batch(self, messages: list, dataset=None) -> list[str]:
+        """`generate` for several messages, answered as one left-padded batch (the search's batches): each
+        message is checked and prepared as BaseModel.generate does."""
+        prepared = []
+        for message in messages:
+            assert self.check_content(message) in ["str", "dict", "liststr", "listdict"], f"Invalid input type: {message}"
+            prepared.append(self.preproc_content(message))
+        return self.generate_many(prepared, dataset)
+
+    def generate_inner(self, message, dataset=None):
+        return self.generate_many([message], dataset)[0]
+
+
+def _max_length_per_row(kwargs: dict, lengths: list[int], config) -> tuple[dict, list[int] | None]:
+    """A `max_length` limit counts a row's own prompt, not the batch's padded width: a batch generates up to the
+    limit of its shortest prompt, and each row's new tokens are cut at its own limit afterwards (a greedy row does
+    not depend on how long the others run). Returns the batch's settings and each row's new-token limit."""
+    new_tokens = kwargs.get("max_new_tokens", getattr(config, "max_new_tokens", None))
+    if len(lengths) == 1 or "max_length" not in kwargs or new_tokens is not None:  # max_new_tokens wins
+        return kwargs, None
+    kwargs = dict(kwargs)
+    limit = kwargs.pop("max_length")
+    kwargs["max_new_tokens"] = limit - min(lengths)
+    return kwargs, [limit - n for n in lengths]
+
 
 class AdammsCogVlm(_PortMixin, CogVlm):
     PORT, WRAPPER = CogVLMForCausalLM, CogVlm
@@ -62,16 +87,25 @@ class AdammsCogVlm(_PortMixin, CogVlm):
         self.end_text_token = "</s>"
         self._adamms_init(base, session, load_kwargs, {**kwargs, "tokenizer": tokenizer})
 
-    def generate_inner(self, message, dataset=None):
-        prompt, image_path = self.message_to_promptimg(message, dataset=dataset)
-        if dataset is not None and DATASET_TYPE(dataset) in ["MCQ", "Y/N"]:
-            prompt += "\nShort Answer."
-        config = self.raw_model.config
-        inputs = cogvlm.model_inputs(config, self.tokenizer, cogvlm.history_to_prompt(config.template_version, [], prompt),
-                                     [Image.open(image_path).convert("RGB")], self._input_device, self.raw_model.dtype)
+    def generate_many(self, messages, dataset=None):
+        config, texts, images = self.raw_model.config, [], []
+        for message in messages:
+            prompt, image_path = self.message_to_promptimg(message, dataset=dataset)
+            if dataset is not None and DATASET_TYPE(dataset) in ["MCQ", "Y/N"]:
+                prompt += "\nShort Answer."
+            texts.append(cogvlm.history_to_prompt(config.template_version, [], prompt))
+            images.append([Image.open(image_path).convert("RGB")])
+        if len(texts) == 1:
+            inputs = cogvlm.model_inputs(config, self.tokenizer, texts[0], images[0], self._input_device,
+                                         self.raw_model.dtype)
+        else:
+            inputs = cogvlm.batch_inputs(config, self.tokenizer, texts, images, self._input_device, self.raw_model.dtype)
+        kwargs, limits = _max_length_per_row(self.kwargs, inputs["attention_mask"].sum(1).tolist(),
+                                             self.raw_model.generation_config)
         with torch.no_grad():
-            out = self.model.generate(**inputs, **self.kwargs)[:, inputs["input_ids"].shape[1]:]
-        return self.tokenizer.decode(out[0]).split(self.end_text_token)[0].strip()
+            out = self.model.generate(**inputs, **kwargs)[:, inputs["input_ids"].shape[1]:]
+        rows = [r[:n] for r, n in zip(out, limits)] if limits else list(out)
+        return [self.tokenizer.decode(r).split(self.end_text_token)[0].strip() for r in rows]
 
 
 class AdammsMplugOwl2(_PortMixin, mPLUG_Owl2):
@@ -86,28 +120,35 @@ class AdammsMplugOwl2(_PortMixin, mPLUG_Owl2):
         self._adamms_init(base, session, load_kwargs, kwargs)
         self.image_size, self.mean, self.std = mplug_owl2.image_settings(base, self.raw_model.config)
 
-    def generate_inner(self, message, dataset=None):
+    def generate_many(self, messages, dataset=None):
         kwargs = copy.deepcopy(self.kwargs)
         if dataset in ["MMVet", "LLaVABench"] or (dataset is not None and DATASET_TYPE(dataset) == "VQA"):
             kwargs["length_penalty"] = 0
         elif dataset is not None and DATASET_TYPE(dataset) == "MCQ":
             kwargs["max_new_tokens"] = 10
-        images, prompt_full = [], "USER: "
-        if sum(m["type"] == "image" for m in message) == 1:
-            prompt, image = self.message_to_promptimg(message, dataset=dataset)
-            prompt_full += f"<|image|>{prompt} \nASSISTANT: "
-            images.append(image)
+        prompts, pictures = [], []
+        for message in messages:
+            images, prompt_full = [], "USER: "
+            if sum(m["type"] == "image" for m in message) == 1:
+                prompt, image = self.message_to_promptimg(message, dataset=dataset)
+                prompt_full += f"<|image|>{prompt} \nASSISTANT: "
+                images.append(image)
+            else:
+                for m in message:
+                    images += [m["value"]] if m["type"] == "image" else []
+                    prompt_full += "<|image|>" if m["type"] == "image" else m["value"] if m["type"] == "text" else ""
+                prompt_full += "\nASSISTANT: "
+            pics = [Image.open(f).convert("RGB") for f in images]
+            prompts.append(prompt_full)
+            pictures.append([p.resize((max(p.size), max(p.size))) for p in pics])  # stretched to a square, as there
+        if len(prompts) == 1:
+            inputs = mplug_owl2.model_inputs(self.tokenizer, prompts[0], pictures[0], self.image_size, self.mean,
+                                             self.std, self._input_device, self.raw_model.dtype)
         else:
-            for m in message:
-                images += [m["value"]] if m["type"] == "image" else []
-                prompt_full += "<|image|>" if m["type"] == "image" else m["value"] if m["type"] == "text" else ""
-            prompt_full += "\nASSISTANT: "
-        pics = [Image.open(f).convert("RGB") for f in images]
-        pics = [p.resize((max(p.size), max(p.size))) for p in pics]  # stretched to a square, as the wrapper
-        inputs = mplug_owl2.model_inputs(self.tokenizer, prompt_full, pics, self.image_size, self.mean, self.std,
-                                         self._input_device, self.raw_model.dtype)
+            inputs = mplug_owl2.batch_inputs(self.tokenizer, prompts, pictures, self.image_size, self.mean, self.std,
+                                             self._input_device, self.raw_model.dtype)
         with torch.no_grad():
             out = self.model.generate(**inputs, use_cache=True, **kwargs)
-        new = out[0] if images else out[0, inputs["input_ids"].shape[1]:]  # with an image, only new tokens come back
-        return self.tokenizer.decode(new).strip().split("</s>")[0]
-
+        if not any(pictures):  # with an image in the batch, only new tokens come back
+            out = out[:, inputs["input_ids"].shape[1]:]
+        return [self.tokenizer.decode(r).strip().split("</s>")[0] for r in out]

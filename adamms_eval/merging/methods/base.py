@@ -103,6 +103,7 @@ class MergeMethod:
     reference = ""                     # where the method comes from, and mergekit's name for it
     coefficient = "lambda"             # the parameter that moves along the path
     coefficient_range = (0.0, None)
+    base_at: float | None = None       # the coefficient whose point is the base model bit for bit (None: none is)
     # λ = 0 is θ0 (the bare language model) and λ = 1 the method's own merge; the grid brackets 1 and the
     # mean of two task vectors (λ = 0.5 with weight 1), so the usual settings are interior candidates.
     default_alphas = "0.2:1.4:0.2"

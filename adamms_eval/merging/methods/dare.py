@@ -1,9 +1,17 @@
 """dare_linear / dare_ties (Yu et al., 2024): drop each task-vector entry with probability 1 − density, rescale,
-then sum (linear) or elect signs as TIES does. Masks are seeded per tensor: the same on every run."""
+then sum (linear) or elect signs as TIES does.
+
+Masks are counter-based, the same on every run, whatever the chunk size, the order tensors are visited in or the
+device: entry j of model i's task vector of tensor `key` is kept when u_j < density, u_j a 16-bit uniform drawn in
+fixed blocks of RNG_BLOCK entries, block b from numpy's SFC64 seeded with SeedSequence((seed, crc32(key), i, b))
+(numpy keeps bit-generator streams stable across versions). That is ~7x faster than torch.rand's Mersenne
+Twister stream, which dominated DARE's time; the keep probability is density rounded to 1/65536.
+"""
 from __future__ import annotations
 
 import zlib
 
+import numpy as np
 import torch
 
 from ..kernels import elect, task_vector_chunks
@@ -17,15 +25,13 @@ class _Dare(MergeMethod):
               "normalize": Param(False, _bool, "divide by the sum of weights"),
               "seed": Param(0, int, "random seed of the drop masks")}
 
-    def _generators(self, key: str, n: int) -> list[torch.Generator]:
-        # One generator per (seed, tensor, model), drawn over the flat tensor in order: reproducible whatever
-        # the order tensors are visited in, and the same masks whatever the chunk size.
-        base = self.p["seed"] * 1_000_003 + zlib.crc32(key.encode()) * 2
-        return [torch.Generator().manual_seed(base + i) for i in range(n)]
+    def _masks(self, key: str, n: int) -> list["KeepMask"]:
+        return [KeepMask(self.p["seed"], key, i, self.p["density"]) for i in range(n)]
 
-    def _keep(self, tau: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """Zero each entry of an fp32 chunk with probability 1 − density, in place."""
-        return tau.mul_(torch.rand(tau.numel(), generator=g).lt_(self.p["density"]).view(tau.shape))
+    @staticmethod
+    def _keep(tau: torch.Tensor, mask: "KeepMask") -> torch.Tensor:
+        """Zero the dropped entries of an fp32 chunk, in place (chunks of one tensor come in ascending order)."""
+        return tau.mul_(mask.next(tau.numel()).view(tau.shape))
 
     def _rescales(self, key: str, models, theta0) -> list[float]:
         """Factor of each dropped task vector: 1/density, 1, or ‖τ_i‖₁/‖drop(τ_i)‖₁ over the whole tensor
@@ -35,11 +41,11 @@ class _Dare(MergeMethod):
         if self.p["rescale"] == "none":
             return [1.0] * len(models)
         total, kept = [0.0] * len(models), [0.0] * len(models)
-        gens = self._generators(key, len(models))
+        masks = self._masks(key, len(models))
         for _, _, taus in task_vector_chunks(theta0, models):
-            for i, (t, g) in enumerate(zip(taus, gens)):
-                total[i] += float(t.abs().sum(dtype=torch.float64))
-                kept[i] += float(self._keep(t, g).abs().sum(dtype=torch.float64))
+            for i, (t, m) in enumerate(zip(taus, masks)):  # fp32 sums of 1 MB chunks, added up in float64
+                total[i] += float(t.abs_().sum())
+                kept[i] += float(self._keep(t, m).sum())
         return [a / b if b > 0 else 1.0 for a, b in zip(total, kept)]
 
     def dropper(self, key: str, models, theta0) -> Combine:
@@ -48,8 +54,40 @@ class _Dare(MergeMethod):
         if self.p["density"] >= 1.0:
             return lambda taus: [t.mul_(w) for t, w in zip(taus, weights)]
         scales = [s * w for s, w in zip(self._rescales(key, models, theta0), weights)]
-        gens = self._generators(key, len(models))
-        return lambda taus: [self._keep(t, g).mul_(s) for t, g, s in zip(taus, gens, scales)]
+        masks = self._masks(key, len(models))
+        return lambda taus: [self._keep(t, m).mul_(s) for t, m, s in zip(taus, masks, scales)]
+
+
+RNG_BLOCK = 1 << 18  # entries per seeded block of the masks; a fixed unit, not the compute chunk
+
+
+class KeepMask:
+    """The keep mask of one task vector (seed, tensor, model), handed out in consecutive pieces."""
+
+    def __init__(self, seed: int, key: str, model: int, density: float):
+        self.entropy = [int(seed) & 0xFFFFFFFF, zlib.crc32(key.encode()), int(model)]
+        self.threshold = min(round(float(density) * 65536), 65536)
+        self.pos = 0
+        self._block, self._bits = -1, None
+
+    def _uniforms(self, block: int) -> np.ndarray:
+        if block != self._block:  # little-endian 16-bit pieces of the 64-bit outputs, whatever the machine
+            raw = np.random.SFC64(np.random.SeedSequence(self.entropy + [block])).random_raw(RNG_BLOCK // 4)
+            self._block, self._bits = block, raw.astype("<u8", copy=False).view("<u2")
+        return self._bits
+
+    def next(self, n: int) -> torch.Tensor:
+        """The mask (uint8 0/1: multiplying by it is faster than by a bool) of the next n entries."""
+        s, e = self.pos, self.pos + n
+        self.pos = e
+        pieces = []
+        while s < e:
+            block, offset = divmod(s, RNG_BLOCK)
+            take = min(e - s, RNG_BLOCK - offset)
+            pieces.append(self._uniforms(block)[offset:offset + take] < self.threshold)
+            s += take
+        keep = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return torch.from_numpy(keep.view(np.uint8))
 
 
 @register

@@ -13,6 +13,7 @@ class Linear(MergeMethod):
     default_alphas = "0:0.6:0.1"  # paper 4.4: α ≥ 0.7 collapses language ability; granularity 0.1
     needs_pretrained = False
     rowwise = True  # elementwise
+    base_at = 0.0  # lerp(base, other, 0) is base exactly: the α = 0 candidate's answers are the base's own
 
     def path(self, key, base, other, theta0):
         return Path(base, other.to(base.dtype), "lerp")

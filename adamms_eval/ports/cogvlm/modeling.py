@@ -158,6 +158,9 @@ def build_position_ids(token_type_ids: torch.Tensor, attention_mask: torch.Tenso
     vis, lang = tmp == VISION_TOKEN_TYPE, tmp == LANGUAGE_TOKEN_TYPE
     step = torch.zeros_like(tmp)
     step[:, 1:] = (lang[:, 1:] | (vis[:, 1:] & lang[:, :-1])).long()
+    # a left-padded row starts at 0 like the same prompt alone (the original counts its first token as 1): a batched
+    # answer then equals the one-at-a-time answer
+    step[:, 1:] &= (tmp[:, :-1] != -1).long()
     return step.cumsum(-1)
 
 

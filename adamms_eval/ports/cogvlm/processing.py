@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common import pil_to_tensor
+from ..common import left_pad, pil_to_tensor
 from .configuration import LANGUAGE_TOKEN_TYPE, TEMPLATES, VISION_TOKEN_TYPE, CogVLMConfig
 
 
@@ -56,4 +56,21 @@ def model_inputs(config: CogVLMConfig, tokenizer, text: str, images=None, device
     inputs = {k: enc[k][None].to(device) for k in ("input_ids", "token_type_ids", "attention_mask")}
     if enc["images"]:
         inputs["images"] = torch.stack(enc["images"]).to(device, dtype)
+    return inputs
+
+
+def batch_inputs(config: CogVLMConfig, tokenizer, texts: list[str], images: list[list], device="cpu",
+                 dtype=None) -> dict:
+    """`model_inputs` for several prompts at once, left-padded: padding has attention_mask 0 and text token type (it
+    neither advances the position ids nor counts as an image), the images of the rows that have one stacked in row
+    order (the model splices them into the image positions in that order)."""
+    encs = [encode_prompt(config, tokenizer, t, ims[:1] if ims else None) for t, ims in zip(texts, images)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    inputs = {"input_ids": left_pad([e["input_ids"] for e in encs], pad),
+              "token_type_ids": left_pad([e["token_type_ids"] for e in encs], LANGUAGE_TOKEN_TYPE),
+              "attention_mask": left_pad([e["attention_mask"] for e in encs], 0)}
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    pixels = [p for e in encs for p in e["images"]]
+    if pixels:
+        inputs["images"] = torch.stack(pixels).to(device, dtype)
     return inputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common import CLIP_MEAN, CLIP_STD, pil_to_tensor
+from ..common import CLIP_MEAN, CLIP_STD, left_pad, pil_to_tensor
 from .configuration import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX, MPLUGOwl2Config
 
 
@@ -70,4 +70,19 @@ def model_inputs(tokenizer, prompt: str, images=(), image_size: int = 448, mean=
     inputs = {"input_ids": torch.tensor([tokenizer_image_token(prompt, tokenizer)], device=device)}
     if images:
         inputs["images"] = process_images(images, image_size, mean, std).to(device, dtype)
+    return inputs
+
+
+def batch_inputs(tokenizer, prompts: list[str], images: list[list], image_size: int = 448, mean=CLIP_MEAN,
+                 std=CLIP_STD, device="cpu", dtype=None) -> dict:
+    """`model_inputs` for several prompts at once: input ids left-padded with attention_mask 0 there (the model's
+    splice drops padding before putting each image's tokens in place and pads the spliced rows on the left again;
+    positions count only unpadded tokens), every row's images in row order."""
+    rows = [torch.tensor(tokenizer_image_token(p, tokenizer)) for p in prompts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    inputs = {"input_ids": left_pad(rows, pad).to(device),
+              "attention_mask": left_pad([torch.ones(len(r), dtype=torch.long) for r in rows], 0).to(device)}
+    flat = [im for ims in images for im in ims]
+    if flat:
+        inputs["images"] = process_images(flat, image_size, mean, std).to(device, dtype)
     return inputs
