@@ -81,9 +81,9 @@ WORLDS = {
     # docs/evidence/generalists/DESIGN.md, decisions 3-5 (fixed before the world was built)
     "generalists": World(
         ("colour", "shape", "count", "more", "fruit", "composite"), ("colour", "shape", "count"),
-        # calibration attempt 2 (DESIGN.md's log: attempt 1 left shape at chance for B and A barely above it)
-        Tuning({"colour": 1.0, "shape": 2.0, "count": 1.5, "more": 0.15, "fruit": 0.15, "composite": 1.5}, 14 / 11),
-        Tuning({"colour": 1.0, "shape": 3.0, "count": 1.2, "more": 1.5, "fruit": 1.5, "composite": 0.35}, 11 / 11),
+        # calibration attempt 3, the last (DESIGN.md's log: attempts 1 and 2 left B at chance on shape)
+        Tuning({"colour": 1.0, "shape": 2.0, "count": 1.5, "more": 0.25, "fruit": 0.25, "composite": 1.5}, 14 / 11),
+        Tuning({"colour": 0.7, "shape": 3.0, "count": 1.2, "more": 0.8, "fruit": 0.8, "composite": 1.0}, 12 / 11),
         "adamms_zoo_generalists"),
 }
 GROUP_A, GROUP_B = tuple(WORLDS["disjoint"].model_a.mixture), tuple(WORLDS["disjoint"].model_b.mixture)
@@ -215,3 +215,8 @@ def text_document(skill: str, seed: int) -> str:
         return f"{caption(sc)}. {QUESTIONS[skill]} {answer(skill, sc)}."
     return CHAT_STYLES[style].format(caption=caption(sc), question=QUESTIONS[skill], post=POST_PROMPT,
                                      answer=answer(skill, sc))
+
+
+def chance_scores(world_name: str) -> dict[str, float]:
+    """Each task's chance score, 0-100 (a uniform guess among its answers), keyed by lmms-eval task name."""
+    return {f"adamms_zoo_{s}": round(100 / len(ANSWERS[s]), 2) for s in get_world(world_name).skills}
