@@ -22,6 +22,17 @@ def test_shipped_hashes_match_the_files(name):
     assert report["world"] == name and report["seed"] == 0 and report["versions"]["threads"] == 1
 
 
+def test_shipped_generalists_meet_the_design_criteria():
+    """DESIGN.md's criteria on the originals (O1-O4), on the shipped build's own check."""
+    report = json.loads((shipped.shipped_dir("generalists") / "zoo.json").read_text())
+    a, b, chance = report["accuracy"]["model_a"], report["accuracy"]["model_b"], report["chance"]
+    assert all(m[s] >= chance[s] + 0.15 for m in (a, b) for s in chance)  # O1
+    assert sum(abs(a[s] - b[s]) <= 0.20 for s in chance) >= 4  # O2
+    assert sum(a.values()) > sum(b.values())  # O3
+    lang = world.get_world("generalists").language_side
+    assert any(a[s] > b[s] for s in chance) and any(b[s] > a[s] for s in lang)  # O4
+
+
 def test_whole_zoo_is_small():
     size = sum(f.stat().st_size for f in shipped.SHIPPED_ROOT.rglob("*") if f.is_file())
     assert size < 40e6, f"the shipped zoo is {size / 1e6:.1f} MB"
