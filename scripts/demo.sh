@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# The demo: build the trained zoo if missing (θ0, model A = Qwen2-VL, model B = LLaVA-OneVision, ~7 min on 2 cores,
-# cached under ~/.cache/adamms-eval/zoo/), write the zoo's lmms-eval tasks, then evaluate with lmms-eval
-# model A, model B, and `--model adamms ... alpha=auto` (B merged into A, α searched per task without labels),
-# and print per task the chosen α beside the three scores.
+# The demo, on the zoo weights shipped in zoo_weights/<world> (no training; DEMO_WORLD=generalists by default, the
+# paper's main case, or disjoint): write the zoo's lmms-eval tasks, then evaluate with lmms-eval model A (Qwen2-VL),
+# model B (LLaVA-OneVision) and `--model adamms ... alpha=auto` (B merged into A, α searched per task without
+# labels), and print per task the chosen α beside the three scores. DEMO_TRAIN=1 trains the zoo instead
+# (`adamms zoo build --world W`, ~5 min on one thread, cached) and says whether it reproduced the shipped weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 OUT=${DEMO_OUT:-demo_out}
 SAMPLES=${DEMO_SEARCH_SAMPLES:-50}
+WORLD=${DEMO_WORLD:-generalists}
 export HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # on a busy 2-core machine one torch thread is several times faster
 start=$(date +%s)
 
-echo "== adamms zoo build (cached after the first run)"
-zoo=$("$BIN/python" -c "from adamms_eval.zoo.build import default_zoo_dir; print(default_zoo_dir())")
 tasks=$("$BIN/python" -c "from adamms_eval.task_folders import default_tasks_dir; print(default_tasks_dir())")
-"$BIN/adamms" zoo build
+if [ "${DEMO_TRAIN:-0}" = 1 ]; then
+  echo "== adamms zoo build --world $WORLD (cached after the first run)"
+  zoo=$("$BIN/python" -c "from adamms_eval.zoo.build import default_zoo_dir; print(default_zoo_dir('full', 0, '$WORLD'))")
+  "$BIN/adamms" zoo build --world "$WORLD"
+else
+  zoo=$("$BIN/python" -c "from adamms_eval.zoo.shipped import shipped_dir; print(shipped_dir('$WORLD'))")
+  echo "== the shipped $WORLD zoo: $zoo"
+fi
 "$BIN/adamms" zoo tasks --out "$tasks" > /dev/null
-TASKS=adamms_zoo
+TASKS=$("$BIN/python" -c "from adamms_eval.zoo.world import get_world; print(get_world('$WORLD').group)")
 rm -rf "$OUT/lmms_eval"
 
 run() {  # run NAME lmms-eval-args...: one lmms-eval run into $OUT/lmms_eval/NAME, quiet unless it fails

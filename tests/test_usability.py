@@ -110,17 +110,17 @@ def test_compare_console_has_no_lmms_eval_debug_lines(tmp_path, zoo, task_data):
 def test_zoo_config_follows_adamms_cache(tmp_path, monkeypatch):
     from adamms_eval.compare.config import _resolve
     from adamms_eval.zoo.build import default_zoo_dir
-    raw = yaml.safe_load((REPO / "configs" / "zoo.yaml").read_text())
-    assert "~/.cache" not in json.dumps(raw)
+    configs = [*(REPO / "configs").glob("*.yaml"), *(REPO / "docs" / "evidence").glob("*/config.yaml")]
+    assert configs and not [c for c in configs if "~/.cache" in c.read_text()]  # a built zoo: ${ADAMMS_CACHE}
+    built = "${ADAMMS_CACHE}/zoo/" + default_zoo_dir().name + "/model_a"
     monkeypatch.setenv("ADAMMS_CACHE", str(tmp_path / "moved"))
-    for k in ("base", "other", "pretrained"):
-        assert Path(_resolve(raw[k], REPO / "configs")).parent == default_zoo_dir()
+    assert Path(_resolve(built, REPO / "configs")).parent == default_zoo_dir()
     from adamms_eval.task_folders import default_tasks_dir
-    assert Path(_resolve(raw["include_path"][0], REPO / "configs")) == default_tasks_dir()
+    assert Path(_resolve("${ADAMMS_CACHE}/tasks", REPO / "configs")) == default_tasks_dir()
     assert _resolve("$ADAMMS_CACHE/zoo", REPO) == str(tmp_path / "moved" / "zoo")
     monkeypatch.delenv("ADAMMS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # unset: the default cache root
-    assert Path(_resolve(raw["base"], REPO)) == tmp_path / "xdg" / "adamms-eval" / "zoo" / default_zoo_dir().name / \
+    assert Path(_resolve(built, REPO)) == tmp_path / "xdg" / "adamms-eval" / "zoo" / default_zoo_dir().name / \
         "model_a"
 
 

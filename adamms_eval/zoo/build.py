@@ -1,9 +1,10 @@
-"""`adamms zoo build`: θ0, model A (Qwen2-VL) and model B (LLaVA-OneVision) trained on the synthetic world.
+"""`adamms zoo build`: θ0, model A (Qwen2-VL) and model B (LLaVA-OneVision) trained on one of the zoo's worlds.
 
-    build(out=None, seed=0, size="full", force=False) -> Path      # out/{theta0,model_a,model_b,zoo.json}
-    default_zoo_dir(size, seed) -> ~/.cache/adamms-eval/zoo/<size>-seed<seed>
+    build(out=None, seed=0, size="full", force=False, world="disjoint") -> Path   # out/{theta0,model_a,model_b,zoo.json}
+    default_zoo_dir(size, seed, world) -> ~/.cache/adamms-eval/zoo/v<VERSION>-<world>-<size>-seed<seed>
 
 The folder appears only when complete (built in a temporary sibling, then renamed); a finished zoo is reused.
+A full seed-0 build is compared with the weights shipped in the repository (zoo_weights/<world>, adamms_eval.zoo.shipped).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ..errors import AdammsError
 
 from . import world
 
-VERSION = 2  # bump when the world or the training changes: the cache folder name includes it
+VERSION = 3  # bump when the world or the training changes: the cache folder name includes it
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ SPECS = {"full": Spec(), "ci": Spec(hidden=64, layers=2, intermediate=128, visio
                                      lm_steps=200, lm_batch=32, ft_examples=200, ft_steps=400, ft_batch=16, eval_n=24)}
 
 
-def default_zoo_dir(size: str = "full", seed: int = 0) -> Path:
-    return cache_root() / "zoo" / f"v{VERSION}-{size}-seed{seed}"
+def default_zoo_dir(size: str = "full", seed: int = 0, world_name: str = "disjoint") -> Path:
+    return cache_root() / "zoo" / f"v{VERSION}-{world_name}-{size}-seed{seed}"
 
 
 def _vocab_round(n: int) -> int:
@@ -86,15 +87,17 @@ def _save(model, processor, path: Path, eos: int, pad: int) -> None:
     processor.save_pretrained(path)
 
 
-def _corpus(seed: int, spec: Spec) -> tuple[list[str], list[str]]:
-    docs = [world.text_document(s, seed * 100_000 + i) for s in world.SKILLS for i in range(spec.lm_docs)]
+def _corpus(seed: int, spec: Spec, w: world.World) -> tuple[list[str], list[str]]:
+    """θ0's documents (its text skills only) and the tokenizer's corpus (those plus every question and answer of
+    the world, so every answer is in the vocabulary even where θ0 never learns to give it)."""
+    docs = [world.text_document(s, seed * 100_000 + i) for s in w.text_skills for i in range(spec.lm_docs)]
     chat = ["system\nYou are a helpful assistant.", "user\n", "assistant\n"]
-    prompts = [q + world.POST_PROMPT for q in world.QUESTIONS.values()]
-    answers = ["\n" + a for answers in world.ANSWERS.values() for a in answers]
+    prompts = [world.QUESTIONS[s] + world.POST_PROMPT for s in w.skills]
+    answers = ["\n" + a for s in w.skills for a in world.ANSWERS[s]]
     return docs, docs + 20 * (chat + prompts + answers)
 
 
-def _build(out: Path, seed: int, spec: Spec, log) -> dict:
+def _build(out: Path, seed: int, spec: Spec, world_name: str, log) -> dict:
     from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
                               LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor,
                               Qwen2Config, Qwen2ForCausalLM, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
@@ -106,11 +109,14 @@ def _build(out: Path, seed: int, spec: Spec, log) -> dict:
     from . import tokenizer as ztok
     from .train import accuracy, finetune, pretrain_lm
     hf_logging.disable_progress_bar()
-    report: dict = {"version": VERSION, "seed": seed, "spec": asdict(spec), "groups":
-                    {"model_a": list(world.GROUP_A), "model_b": list(world.GROUP_B)}, "timings": {}}
+    w = world.get_world(world_name)
+    report: dict = {"version": VERSION, "world": world_name, "seed": seed, "spec": asdict(spec),
+                    "groups": {"model_a": list(w.model_a.mixture), "model_b": list(w.model_b.mixture)},
+                    "mixtures": {"model_a": w.model_a.mixture, "model_b": w.model_b.mixture}, "timings": {}}
     t_start = time.perf_counter()
+    steps = {m: round(spec.ft_steps * t.steps_scale) for m, t in (("model_a", w.model_a), ("model_b", w.model_b))}
 
-    docs, corpus = _corpus(seed, spec)
+    docs, corpus = _corpus(seed, spec, w)
     vocab, merges = ztok.train_bpe(corpus, spec.bpe_vocab)
     n_words = len(vocab) + len(ztok.CHAT_SPECIALS)
     eos, pad = len(vocab) + 2, len(vocab)  # <|im_end|>, <|endoftext|>
@@ -146,8 +152,8 @@ def _build(out: Path, seed: int, spec: Spec, log) -> dict:
                              tokenizer=qtok, chat_template=qtok.chat_template)
     model_a = _seeded(seed + 1, lambda: Qwen2VLForConditionalGeneration(qcfg))
     _load_lm(model_a, theta0)
-    log(f"model A: Qwen2-VL {sum(p.numel() for p in model_a.parameters()):,} parameters, skills {world.GROUP_A}")
-    report["model_a"] = finetune("qwen2_vl", model_a, qproc, world.GROUP_A, spec.ft_examples, spec.ft_steps,
+    log(f"model A: Qwen2-VL {sum(p.numel() for p in model_a.parameters()):,} parameters, mixture {w.model_a.mixture}")
+    report["model_a"] = finetune("qwen2_vl", model_a, qproc, w.model_a.mixture, spec.ft_examples, steps["model_a"],
                                  spec.ft_batch, spec.lr, spec.lm_lr, seed + 1, "model A")
     _save(model_a, qproc, out / "model_a", eos, pad)
 
@@ -169,8 +175,9 @@ def _build(out: Path, seed: int, spec: Spec, log) -> dict:
     model_b = _seeded(seed + 2, lambda: LlavaOnevisionForConditionalGeneration(ocfg))
     _load_lm(model_b, theta0)
     log(f"model B: LLaVA-OneVision {sum(p.numel() for p in model_b.parameters()):,} parameters, "
-        f"skills {world.GROUP_B}")
-    report["model_b"] = finetune("llava_onevision", model_b, oproc, world.GROUP_B, spec.ft_examples, spec.ft_steps,
+        f"mixture {w.model_b.mixture}")
+    report["model_b"] = finetune("llava_onevision", model_b, oproc, w.model_b.mixture, spec.ft_examples,
+                                 steps["model_b"],
                                  spec.ft_batch, spec.lr, spec.lm_lr, seed + 2, "model B")
     _save(model_b, oproc, out / "model_b", eos, pad)
 
@@ -178,9 +185,9 @@ def _build(out: Path, seed: int, spec: Spec, log) -> dict:
     t_eval = time.perf_counter()
     report["accuracy"] = {
         name: {s: round(accuracy(kind, m, p, s, spec.eval_n, world.TASK_SEED // 2 + 1000 * seed), 3)
-               for s in world.SKILLS}
+               for s in w.skills}
         for name, kind, m, p in (("model_a", "qwen2_vl", model_a, qproc), ("model_b", "llava_onevision", model_b, oproc))}
-    report["chance"] = {s: round(1 / len(a), 3) for s, a in world.ANSWERS.items()}
+    report["chance"] = {s: round(1 / len(world.ANSWERS[s]), 3) for s in w.skills}
     report["timings"] = {"eval_seconds": round(time.perf_counter() - t_eval, 1),
                          "total_seconds": round(time.perf_counter() - t_start, 1)}
     report["versions"] = {"torch": torch.__version__, "python": platform.python_version(),
@@ -189,12 +196,15 @@ def _build(out: Path, seed: int, spec: Spec, log) -> dict:
 
 
 def build(out: str | Path | None = None, seed: int = 0, size: str = "full", force: bool = False,
-          threads: int = 1, log=print) -> Path:
-    """Build (or reuse) the zoo; returns its folder. One thread by default: on a shared 2-core machine, two torch
-    threads measured 10x slower per step than one (they spin while the other core is busy)."""
+          threads: int = 1, log=print, world_name: str = "disjoint") -> Path:
+    """Build (or reuse) the zoo of `world_name`; returns its folder. One thread by default: on a shared 2-core
+    machine, two torch threads measured 10x slower per step than one (they spin while the other core is busy).
+    A full seed-0 build ends by saying whether it reproduced the shipped weights bit for bit."""
     if size not in SPECS:
         raise AdammsError(f"zoo size {size!r} unknown; choose {' or '.join(SPECS)}")
-    out = Path(out) if out else default_zoo_dir(size, seed)
+    if world_name not in world.WORLDS:
+        raise AdammsError(f"zoo world {world_name!r} unknown; choose {' or '.join(world.WORLDS)}")
+    out = Path(out) if out else default_zoo_dir(size, seed, world_name)
     if (out / "zoo.json").is_file() and not force:
         log(f"zoo ready: {out}")
         return out
@@ -205,7 +215,7 @@ def build(out: str | Path | None = None, seed: int = 0, size: str = "full", forc
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        report = _build(tmp, seed, SPECS[size], log)
+        report = _build(tmp, seed, SPECS[size], world_name, log)
         (tmp / "zoo.json").write_text(json.dumps(report, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -215,15 +225,19 @@ def build(out: str | Path | None = None, seed: int = 0, size: str = "full", forc
         shutil.rmtree(tmp, ignore_errors=True)
     log(format_report(report))
     log(f"zoo written: {out}")
+    if size == "full" and seed == 0:
+        from .shipped import compare_with_shipped
+        log(compare_with_shipped(out, world_name))
     return out
 
 
 def format_report(report: dict) -> str:
     acc, chance = report["accuracy"], report["chance"]
-    lines = [f"{'skill':10} {'chance':>7} {'model A':>8} {'model B':>8}   (A trained on {', '.join(report['groups']['model_a'])}; "
-             f"B on {', '.join(report['groups']['model_b'])})"]
-    for s in world.SKILLS:
-        mark = lambda m: "*" if s in report["groups"][m] else " "
+    mix = report["mixtures"]
+    lines = [f"world {report['world']}; mixture weights A {mix['model_a']}, B {mix['model_b']}",
+             f"{'skill':10} {'chance':>7} {'model A':>8} {'model B':>8}"]
+    for s in acc["model_a"]:
+        mark = lambda m: "*" if s in mix[m] else " "
         lines.append(f"{s:10} {chance[s]:>7.2f} {acc['model_a'][s]:>7.2f}{mark('model_a')} "
                      f"{acc['model_b'][s]:>7.2f}{mark('model_b')}")
     t = report["timings"]

@@ -96,12 +96,14 @@ def collate(items: list[dict], pad_id: int, left: bool = False) -> dict:
     return out
 
 
-def finetune(kind: str, model, processor, skills, n_per_skill: int, steps: int, batch: int, lr: float, lm_lr: float,
-             seed: int, desc: str, align_fraction: float = 0.4) -> dict:
-    """Visual instruction tuning on `skills` (all parameters; the LM at its own, smaller rate)."""
+def finetune(kind: str, model, processor, mixture: dict, n_per_unit: int, steps: int, batch: int, lr: float,
+             lm_lr: float, seed: int, desc: str, align_fraction: float = 0.4) -> dict:
+    """Visual instruction tuning on the skills of `mixture` (skill -> weight: round(weight × n_per_unit) distinct
+    examples each, batches drawn uniformly from the pool); all parameters, the LM at its own, smaller rate."""
     rng, t0 = random.Random(seed), time.perf_counter()
+    counts = {s: round(w * n_per_unit) for s, w in mixture.items()}
     data = [encode_one(kind, processor, e, True)
-            for k, s in enumerate(skills) for e in world.examples(s, n_per_skill, seed * 100_000 + k * 10_000)]
+            for k, s in enumerate(mixture) for e in world.examples(s, counts[s], seed * 100_000 + k * 10_000)]
     pad = processor.tokenizer.pad_token_id
     t_encode = time.perf_counter() - t0
     opt = _optimizer(model, lr, lm_lr)
@@ -119,7 +121,7 @@ def finetune(kind: str, model, processor, skills, n_per_skill: int, steps: int, 
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
     model.eval()
-    return {"skills": list(skills), "examples": len(data), "steps": steps, "align_steps": align, "batch": batch,
+    return {"skills": list(mixture), "examples_per_skill": counts, "examples": len(data), "steps": steps, "align_steps": align, "batch": batch,
             "final_loss": round(float(loss.detach()), 4), "encode_seconds": round(t_encode, 1),
             "seconds": round(time.perf_counter() - t0, 1)}
 

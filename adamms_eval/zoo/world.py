@@ -5,7 +5,12 @@ Images are 56×56 RGB (Qwen2-VL sees 4 merged tokens, LLaVA-OneVision a 28-px ba
 
     examples(skill, n, seed) -> [Example]      the image, the question, the short answer
     caption(example) -> str                    the scene in words (θ0's text-only pretraining)
-    SKILLS, GROUP_A, GROUP_B
+    SKILLS                                     every skill of every world (one lmms-eval task each)
+    WORLDS[name] -> World                      which skills a world asks, θ0 reads, and A and B are tuned on
+
+Two worlds (docs/evidence/<world>/): "disjoint", the paper's large-gap case (§6.2): A and B tuned on different
+skill groups; "generalists", the paper's main case (Table 1): both tuned on every skill with different mixtures,
+three skills of which are answered by the language model from the same visual facts (DESIGN.md there).
 """
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ POSITIONS = ("left", "right", "top", "bottom")
 SIZES = {"small": 10, "big": 24}
 WORDS = ("cat", "dog", "sun", "box", "hat", "pen")
 COUNT_WORDS = ("one", "two", "three", "four")
+MORE_WORDS = ("two", "three", "four", "five")  # count + 1: arithmetic the language model does on a visual fact
+FRUITS = {"red": "apple", "green": "lime", "blue": "berry", "yellow": "banana", "purple": "grape",
+          "orange": "orange"}  # knowledge about named objects, keyed by the visual fact (the colour)
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
 
 QUESTIONS = {
@@ -31,13 +39,60 @@ QUESTIONS = {
     "position": "Where is the shape?",
     "size": "Is the shape big or small?",
     "word": "What word is written?",
+    # language-side skills: the same facts as colour / count / colour+shape, answered with knowledge or reasoning
+    "more": "How many shapes would there be with one more?",
+    "fruit": "Which fruit has the colour of the shape?",
+    "composite": "What colour and shape is it?",
 }
 SKILLS = tuple(QUESTIONS)
-# model A (Qwen2-VL) and model B (LLaVA-OneVision) are fine-tuned on overlapping but different groups
-GROUP_A = ("colour", "shape", "count", "word")
-GROUP_B = ("shape", "count", "position", "size")
 ANSWERS = {"colour": tuple(COLOURS), "shape": SHAPES, "count": COUNT_WORDS, "position": POSITIONS,
-           "size": tuple(SIZES), "word": WORDS}
+           "size": tuple(SIZES), "word": WORDS, "more": MORE_WORDS, "fruit": tuple(FRUITS.values()),
+           "composite": tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)}
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """One MLLM's instruction data: skill -> weight (weight × Spec.ft_examples distinct examples, sampled
+    uniformly from the pool, so the mixture is proportional to the weights) and its steps as a share of
+    Spec.ft_steps."""
+    mixture: dict
+    steps_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class World:
+    skills: tuple  # the world's tasks, in table order
+    text_skills: tuple  # what θ0's text pretraining covers (captions + these questions)
+    model_a: Tuning  # Qwen2-VL
+    model_b: Tuning  # LLaVA-OneVision
+    group: str  # the lmms-eval group of its tasks
+
+    @property
+    def language_side(self) -> tuple:
+        return tuple(s for s in self.skills if s not in self.text_skills)
+
+
+_DISJOINT_SKILLS = ("colour", "shape", "count", "position", "size", "word")
+WORLDS = {
+    # the published large-gap zoo: A and B fine-tuned on overlapping but different groups
+    "disjoint": World(_DISJOINT_SKILLS, _DISJOINT_SKILLS,
+                      Tuning(dict.fromkeys(("colour", "shape", "count", "word"), 1.0)),
+                      Tuning(dict.fromkeys(("shape", "count", "position", "size"), 1.0)), "adamms_zoo"),
+    # docs/evidence/generalists/DESIGN.md, decisions 3-5 (fixed before the world was built)
+    "generalists": World(
+        ("colour", "shape", "count", "more", "fruit", "composite"), ("colour", "shape", "count"),
+        # calibration attempt 3, the last (DESIGN.md's log: attempts 1 and 2 left B at chance on shape)
+        Tuning({"colour": 1.0, "shape": 2.0, "count": 1.5, "more": 0.25, "fruit": 0.25, "composite": 1.5}, 14 / 11),
+        Tuning({"colour": 0.7, "shape": 3.0, "count": 1.2, "more": 0.8, "fruit": 0.8, "composite": 1.0}, 12 / 11),
+        "adamms_zoo_generalists"),
+}
+GROUP_A, GROUP_B = tuple(WORLDS["disjoint"].model_a.mixture), tuple(WORLDS["disjoint"].model_b.mixture)
+
+
+def get_world(name: str) -> World:
+    if name not in WORLDS:
+        raise ValueError(f"unknown zoo world {name!r}; choose from {', '.join(WORLDS)}")
+    return WORLDS[name]
 # seed spaces: training draws seeds below 10**9, the lmms-eval tasks at TASK_SEED and above (disjoint)
 TASK_SEED = 10**9
 
@@ -80,7 +135,7 @@ def _font(size: int):
 def scene(skill: str, rng: random.Random) -> dict:
     """Random scene attributes for one question of `skill`."""
     sc = {"colour": rng.choice(list(COLOURS)), "shape": rng.choice(SHAPES), "size": rng.choice(list(SIZES))}
-    if skill == "count":
+    if skill in ("count", "more"):
         sc.update(size="small", count=rng.randint(1, 4))
     elif skill == "position":
         sc.update(position=rng.choice(POSITIONS), size="small")
@@ -108,6 +163,12 @@ def render(sc: dict, rng: random.Random) -> Image.Image:
 def answer(skill: str, sc: dict) -> str:
     if skill == "count":
         return COUNT_WORDS[sc["count"] - 1]
+    if skill == "more":
+        return MORE_WORDS[sc["count"] - 1]
+    if skill == "fruit":
+        return FRUITS[sc["colour"]]
+    if skill == "composite":
+        return f"{sc['colour']} {sc['shape']}"
     return sc[skill]
 
 
@@ -154,3 +215,8 @@ def text_document(skill: str, seed: int) -> str:
         return f"{caption(sc)}. {QUESTIONS[skill]} {answer(skill, sc)}."
     return CHAT_STYLES[style].format(caption=caption(sc), question=QUESTIONS[skill], post=POST_PROMPT,
                                      answer=answer(skill, sc))
+
+
+def chance_scores(world_name: str) -> dict[str, float]:
+    """Each task's chance score, 0-100 (a uniform guess among its answers), keyed by lmms-eval task name."""
+    return {f"adamms_zoo_{s}": round(100 / len(ANSWERS[s]), 2) for s in get_world(world_name).skills}
