@@ -78,6 +78,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 _received: list[int] = []  # signals the handlers turned into Interrupted, in order
+_replaced: dict[int, object] = {}  # the handlers ours replaced, while installed
 
 
 def _raise_interrupted(signum, frame):
@@ -85,10 +86,26 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+def _restore_in_child() -> None:
+    """A forked child (multiprocessing's fork workers, a harness's pool) gets the handlers it would have had: its
+    parent's cleanup is not its own, and Pool.terminate() must be able to end it with SIGTERM."""
+    for sig, handler in _replaced.items():
+        try:
+            signal.signal(sig, handler)
+        except (ValueError, TypeError):  # forked from another thread, or a handler installed from C
+            signal.signal(sig, signal.SIG_DFL)
+    _replaced.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restore_in_child)
+
+
 @contextmanager
 def interrupt_handlers():
     """SIGINT and SIGTERM raise `Interrupted` while inside (main thread only; a signal the process inherited as
-    ignored stays ignored, as nohup wants); the previous handlers come back after."""
+    ignored stays ignored, as nohup wants; forked children get the previous handlers back); the previous handlers
+    come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -97,11 +114,13 @@ def interrupt_handlers():
         current = signal.getsignal(sig)
         if current not in (signal.SIG_IGN, _raise_interrupted):
             previous[sig] = signal.signal(sig, _raise_interrupted)
+            _replaced[sig] = current if current is not None else signal.SIG_DFL
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            _replaced.pop(sig, None)
 
 
 def run_console(prog: str, body: Callable[[], int]) -> int:

@@ -233,6 +233,31 @@ def test_console_modules_import_without_torch():
     assert r.returncode == 0, r.stderr
 
 
+def test_forked_children_get_the_previous_handlers():
+    """VLMEvalKit scores with a fork `mp.Pool`, whose terminate() ends its workers with SIGTERM: a worker with our
+    raising handler dies inside a queue lock and leaves the others waiting on it forever."""
+    code = textwrap.dedent("""
+        import multiprocessing as mp, os, signal
+        from adamms_eval.runtime import interrupt_handlers, _raise_interrupted
+        def double(x):
+            return 2 * x
+        with interrupt_handlers():
+            assert signal.getsignal(signal.SIGTERM) is _raise_interrupted
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0 if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+                         and signal.getsignal(signal.SIGINT) is signal.default_int_handler else 3)
+            assert os.waitpid(pid, 0)[1] == 0, "the child kept our handlers"
+            for _ in range(5):
+                with mp.get_context("fork").Pool(8) as pool:
+                    assert pool.map(double, range(16)) == list(range(0, 32, 2))
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    assert r.returncode == 0 and r.stdout.strip() == "ok" and "Traceback" not in r.stderr, r.stderr
+
+
 # -- 5, 6 and 8. adamms-vlmeval: VLMEvalKit's flags, folder names, wrapper arguments before loading -------------------
 def vlmeval_flags() -> list[str]:
     """Every option of VLMEvalKit's run.py (its own parser, as `vlmeval.run.parse_args` builds it)."""
