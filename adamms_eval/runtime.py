@@ -81,7 +81,17 @@ _received: list[int] = []  # signals the handlers turned into Interrupted, in or
 _replaced: dict[int, object] = {}  # the handlers ours replaced, while installed
 
 
+_owner = os.getpid()  # the process that installed the handlers (set again on installing)
+
+
 def _raise_interrupted(signum, frame):
+    if os.getpid() != _owner:  # a forked child that still has our handler: the signal's usual meaning there
+        previous = _replaced.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            return previous(signum, frame)
+        signal.signal(signum, previous)
+        os.kill(os.getpid(), signum)
+        return None
     _received.append(signum)
     raise Interrupted(signum)
 
@@ -92,9 +102,8 @@ def _restore_in_child() -> None:
     for sig, handler in _replaced.items():
         try:
             signal.signal(sig, handler)
-        except (ValueError, TypeError):  # forked from another thread, or a handler installed from C
-            signal.signal(sig, signal.SIG_DFL)
-    _replaced.clear()
+        except (ValueError, TypeError, OSError):  # the handler itself then acts as the previous one
+            pass
 
 
 if hasattr(os, "register_at_fork"):
@@ -109,6 +118,8 @@ def interrupt_handlers():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _owner
+    _owner = os.getpid()
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         current = signal.getsignal(sig)
