@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from .errors import AdammsError
+from .runtime import run_console
 
 
 def _params(items: list[str]) -> dict:
@@ -61,9 +60,10 @@ def cmd_plan(a) -> None:
 
 
 def cmd_merge(a) -> None:
-    from .merging.merger import open_merger, write_merged
+    from .merging.merger import open_merger, shard_size_bytes, write_merged
     from .merging.methods import make_method
     params = _params(a.param)
+    shard_size_bytes(a.max_shard_size)  # before any file is read
     method = make_method(a.method, params)  # validates parameters before any file is read
     if method.coefficient == "alpha":
         if a.alpha is None:
@@ -166,31 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop, `kill`) handled like Ctrl-C: clean up, one line, exit 128+15."""
-    signum = signal.SIGTERM
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
+    # the handlers come first: an interrupt while torch imports (building the parser, a command's first import) is
+    # one line and exit 130 / 143 too
+    return run_console("adamms", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         args.func(args)
     except AdammsError as e:
         print(f"adamms: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: one line saying what happened, no traceback
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"adamms: interrupted ({signal.Signals(signum).name}): {str(e) or 'nothing written'}", file=sys.stderr)
-        return 128 + signum
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

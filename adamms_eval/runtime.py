@@ -1,10 +1,16 @@
 """Where this process runs: its rank in a torch.distributed group (torchrun, accelerate launch), collectives that
-are no-ops in a single process, the default device, and folder-safe names. One place for each, used everywhere."""
+are no-ops in a single process, the default device, folder-safe names, and the console commands' handling of
+SIGINT / SIGTERM. One place for each, used everywhere. Imports nothing heavy: the console commands start here."""
 from __future__ import annotations
 
 import os
 import re
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 
 def process_group():
@@ -60,3 +66,88 @@ def cache_root() -> Path:
     else $XDG_CACHE_HOME/adamms-eval, else ~/.cache/adamms-eval."""
     root = os.environ.get("ADAMMS_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "adamms-eval")
     return Path(root).expanduser()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's stop, `kill`) under `interrupt_handlers`: `signum` says which;
+    the console commands clean up, say so in one line and exit 128 + signum."""
+
+    def __init__(self, signum: int = signal.SIGINT, message: str = ""):
+        super().__init__(message)
+        self.signum = signum
+
+
+_received: list[int] = []  # signals the handlers turned into Interrupted, in order
+_replaced: dict[int, object] = {}  # the handlers ours replaced, while installed
+
+
+_owner = os.getpid()  # the process that installed the handlers (set again on installing)
+
+
+def _raise_interrupted(signum, frame):
+    if os.getpid() != _owner:  # a forked child that still has our handler: the signal's usual meaning there
+        previous = _replaced.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            return previous(signum, frame)
+        signal.signal(signum, previous)
+        os.kill(os.getpid(), signum)
+        return None
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def _restore_in_child() -> None:
+    """A forked child (multiprocessing's fork workers, a harness's pool) gets the handlers it would have had: its
+    parent's cleanup is not its own, and Pool.terminate() must be able to end it with SIGTERM."""
+    for sig, handler in _replaced.items():
+        try:
+            signal.signal(sig, handler)
+        except (ValueError, TypeError, OSError):  # the handler itself then acts as the previous one
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restore_in_child)
+
+
+@contextmanager
+def interrupt_handlers():
+    """SIGINT and SIGTERM raise `Interrupted` while inside (main thread only; a signal the process inherited as
+    ignored stays ignored, as nohup wants; forked children get the previous handlers back); the previous handlers
+    come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    global _owner
+    _owner = os.getpid()
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        current = signal.getsignal(sig)
+        if current not in (signal.SIG_IGN, _raise_interrupted):
+            previous[sig] = signal.signal(sig, _raise_interrupted)
+            _replaced[sig] = current if current is not None else signal.SIG_DFL
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            _replaced.pop(sig, None)
+
+
+def run_console(prog: str, body: Callable[[], int]) -> int:
+    """Run a console command's body with the interrupt handlers installed before anything heavy is imported: an
+    interrupt, even one in the middle of importing torch (which a library may turn into another error), is one line
+    on stderr and exit 128 + signum, never a traceback."""
+    with interrupt_handlers():
+        seen = len(_received)
+        try:
+            return body()
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            message = str(e) or "nothing written"
+        except Exception:
+            if len(_received) == seen:
+                raise
+            signum, message = _received[-1], "nothing written"
+        print(f"{prog}: interrupted ({signal.Signals(signum).name}): {message}", file=sys.stderr)
+        return 128 + signum

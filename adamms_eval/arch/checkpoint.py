@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 
 import torch
 from safetensors import safe_open
@@ -40,9 +40,13 @@ def load_config(path: str | os.PathLike) -> dict:
     if not cfg.is_file():
         raise AdammsError(f"{path}: no config.json; pass a Hugging Face model directory (save_pretrained output)")
     try:
-        return json.loads(cfg.read_text())
+        config = json.loads(cfg.read_text())
     except json.JSONDecodeError as e:
         raise AdammsError(f"{cfg}: not valid JSON ({e}); restore the file from the original checkpoint") from None
+    if not isinstance(config, dict):
+        raise AdammsError(f"{cfg}: holds a JSON {type(config).__name__}, not an object of settings; restore the file "
+                          "from the original checkpoint")
+    return config
 
 
 def _corrupt(file: Path, err: Exception) -> AdammsError:
@@ -50,16 +54,28 @@ def _corrupt(file: Path, err: Exception) -> AdammsError:
                        "download or copy it again")
 
 
+def _shard_names(index: Path) -> set[str]:
+    """The shard file names an index lists: relative paths inside the model folder, nothing above or beside it."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise AdammsError(f"{index}: unreadable shard index ({type(e).__name__}: {e}); copy the checkpoint "
+                          "again") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) and f for f in weight_map.values()):
+        raise AdammsError(f"{index}: weight_map must map tensor names to shard file names; copy the checkpoint again")
+    for name in weight_map.values():
+        if PurePath(name).is_absolute() or PureWindowsPath(name).is_absolute() or ".." in PurePath(name).parts:
+            raise AdammsError(f"{index}: lists the shard {name!r}, outside the model folder; an index names files "
+                              "inside its folder (model-00001-of-00002.safetensors): copy the checkpoint again")
+    return set(weight_map.values())
+
+
 def weight_files(path: Path) -> list[Path]:
     """The weight files of a model directory (shards listed by an index, or one file)."""
     p = Path(path)
     for index in (SAFE_INDEX, BIN_INDEX):
         if (p / index).is_file():
-            try:
-                weight_map = json.loads((p / index).read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise AdammsError(f"{p / index}: unreadable shard index ({e}); copy the checkpoint again") from None
-            files = sorted({p / f for f in weight_map.values()})
+            files = sorted({p / f for f in _shard_names(p / index)})
             missing = [f.name for f in files if not f.is_file()]
             if missing:
                 raise AdammsError(f"{p}: shard files listed in {index} are missing: {', '.join(missing[:3])}; "

@@ -9,14 +9,21 @@ mPLUG's shared q_proj); a tensor without counterpart is kept.
 """
 from __future__ import annotations
 
+import logging
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from .adapters import VOCAB_SLOTS, Adapter, LMShape, detect
 from ..errors import AdammsError
+from ..fingerprints import dir_stamps
 from .vocab import VocabAlignment, align_vocab
+
+
+log = logging.getLogger("adamms_eval")
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class MergePlan:
         self.base, self.other, self.pretrained = base, other, pretrained
         self.entries = entries
         self.vocab, self.vocab_note = vocab, vocab_note
+        self.same_model = ""  # other is the base itself (see same_model): merging changes nothing
 
     def rebase(self, base_src) -> "MergePlan":
         """The same pairing for the base's tensors under other names (the loaded model's, where transformers 5
@@ -122,7 +130,9 @@ class MergePlan:
         base = ModelSide(base_src, self.base.adapter)
         check_compatible(self.base, base, "loaded base")
         entries = [_entry(key, base, self.other, self.pretrained, self.vocab) for key in base_src.keys()]
-        return MergePlan(base, self.other, self.pretrained, entries, self.vocab, self.vocab_note)
+        plan = MergePlan(base, self.other, self.pretrained, entries, self.vocab, self.vocab_note)
+        plan.same_model = self.same_model
+        return plan
 
     @property
     def merged(self) -> list[PlanEntry]:
@@ -130,7 +140,7 @@ class MergePlan:
 
     def warnings(self) -> list[str]:
         """What the counts alone would hide: language-model tensors of the base left unmerged."""
-        out = []
+        out = [self.same_model] if self.same_model else []
         for what, side in (("other", self.other), ("pretrained", self.pretrained)):
             if side is None:
                 continue
@@ -198,7 +208,32 @@ def build_plan(base_src, other_src, pretrained_src=None, base_arch: str | None =
     vocab, vocab_note = align_vocab(base, other, theta0, base_tokenizer or base_src.path,
                                     other_tokenizer or other_src.path)
     entries = [_entry(key, base, other, theta0, vocab) for key in base_src.keys()]
-    return MergePlan(base, other, theta0, entries, vocab, vocab_note)
+    plan = MergePlan(base, other, theta0, entries, vocab, vocab_note)
+    how = same_model(base_src, other_src)
+    if how:
+        plan.same_model = (f"other {other_src.path} is {how} as base {base_src.path}: every coefficient gives the "
+                           "base back unchanged; pass the other model's folder as other")
+        log.warning("adamms: warning: %s", plan.same_model)
+    return plan
+
+
+def same_model(a, b) -> str:
+    """How checkpoint `b` is checkpoint `a` (from paths and file stamps only, nothing read), or "": the same folder,
+    the same weight files (links into one Hugging Face cache blob), or a copy with every file's size and mtime equal
+    (cp -a, rsync -a)."""
+    pa, pb = Path(a.path), Path(b.path)
+    if not (pa.is_dir() and pb.is_dir()):
+        return ""
+    if pa.resolve() == pb.resolve():
+        return "the same folder"
+    fa, fb = sorted(getattr(a, "files", [])), sorted(getattr(b, "files", []))
+    try:
+        if fa and len(fa) == len(fb) and all(os.path.samefile(x, y) for x, y in zip(fa, fb)):
+            return "the same weight files"
+    except OSError:
+        pass
+    stamps = dir_stamps(pa)
+    return "a copy of the same files" if stamps and stamps == dir_stamps(pb) else ""
 
 
 def _entry(key, base: ModelSide, other: ModelSide, theta0: ModelSide | None, vocab) -> PlanEntry:

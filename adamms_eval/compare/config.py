@@ -203,6 +203,15 @@ def _leaf_tasks(tm, names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _check_limit(limit, config_path) -> None:
+    """lmms-eval's limit: a number of documents per task (≥ 1) or a fraction of each task in (0, 1)."""
+    ok = limit is None or (not isinstance(limit, bool) and isinstance(limit, (int, float))
+                           and (limit >= 1 and float(limit).is_integer() or 0 < limit < 1))
+    if not ok:
+        _fail(f"{config_path}: limit: {limit} must be a whole number of documents per task (at least 1) or a "
+              "fraction of each task between 0 and 1, e.g. limit: 20; leave it out to run every document")
+
+
 def plan(config_path: str | Path) -> Plan:
     """Every check that needs no model: the config, the checkpoints, methods and parameters, tasks and labels."""
     from ..harness.lmms_eval.backends import choose_backend
@@ -217,6 +226,7 @@ def plan(config_path: str | Path) -> Plan:
     for k in ("base", "other", "tasks"):
         if not cfg.get(k):
             _fail(f"{config_path}: `{k}` is missing")
+    _check_limit(cfg.get("limit"), config_path)
     bad = sorted(set(cfg.get("search") or {}) - SEARCH_KEYS)
     if bad:
         _fail(f"{config_path}: search.{bad[0]} is unknown; search takes {', '.join(sorted(SEARCH_KEYS))}")

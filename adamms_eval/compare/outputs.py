@@ -89,7 +89,7 @@ def figures(p, subset, sweeps, coef) -> dict:
                 ax2.set_ylabel(f"{p.metrics[task]} (0-100)", color="tab:red")
             ax.set_title(f"{r.name}: {task}", fontsize=9)
             fig.tight_layout()
-            f = p.out / "figures" / f"{safe_name(r.name, collapse=True)}_{task}.png"
+            f = p.out / "figures" / f"{safe_name(r.name, collapse=True)}_{safe_name(task)}.png"  # never a path
             f.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(f, dpi=90)
             plt.close(fig)

@@ -1,6 +1,7 @@
 """Turn a MergePlan and a MergeMethod into per-tensor paths, and stream a merged checkpoint to disk."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -11,6 +12,8 @@ from typing import Iterator
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
+from huggingface_hub.serialization._base import parse_size_to_int
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from ..arch.checkpoint import SAFE_INDEX, BIN_INDEX, Checkpoint
@@ -65,7 +68,8 @@ class Merger:
         p, cast = self.plan, (torch.float32 if out != e.dtype else None)
         merged_rows = e.shape[0] if e.vocab is None else e.vocab.count
         for s, t in row_blocks(e.shape):
-            base = _finite(p.base.source.get_rows(e.key, s, t), e.key, p.base.source.path)
+            base = p.base.source.get_rows(e.key, s, t)
+            base = _finite(base, e.key, p.base.source.path) if e.merged else self._kept(e, base)
             hi = min(t, merged_rows)
             if not e.merged or hi <= s:  # kept, or rows past the aligned vocabulary: the base's
                 yield base.to(out)
@@ -80,6 +84,10 @@ class Merger:
             yield path.point(lam, out=path.b if path.private_b else None).to(out)
             if hi < t:
                 yield base[hi - s:].to(out)
+
+    def _kept(self, e: PlanEntry, t: torch.Tensor) -> torch.Tensor:
+        """A tensor written as the base has it, checked for NaN/Inf unless the model recomputes it at load."""
+        return t if self.plan.base.roles[e.key].ignored else _finite(t, e.key, self.plan.base.source.path)
 
     def _read(self, e: PlanEntry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Base, mapped other and θ0 tensors of a merged entry, checked for NaN/Inf."""
@@ -130,8 +138,8 @@ class Merger:
         return Path(a, b, path.kind, private_b=True)
 
     def tensor(self, e: PlanEntry, lam: float, fp32: bool = False) -> torch.Tensor:
-        if not e.merged:
-            return self.plan.base.source.get(e.key)
+        if not e.merged:  # kept as the base has it (vision tower, ...): checked too, a NaN there is written as well
+            return self._kept(e, self.plan.base.source.get(e.key))
         path = self.path(e, fp32)
         # the path is used once here: writing the point into a private B saves a tensor-sized allocation
         return path.point(lam, out=path.b if path.private_b else None)
@@ -156,6 +164,31 @@ def _guard_output(out: FsPath, inputs: list[FsPath], force: bool) -> None:
         raise AdammsError(f"output {out} already exists; pass --force to replace it or choose another --out")
 
 
+def shard_size_bytes(value) -> int:
+    """--max-shard-size as bytes: a size with a unit (huggingface_hub's: 500MB, 2GB) or a whole number of bytes."""
+    text = str(value).strip()
+    try:
+        size = int(text) if text.isdigit() else parse_size_to_int(text)
+    except ValueError:
+        size = None
+    if not size or size <= 0:
+        raise AdammsError(f"--max-shard-size {value}: write a size above zero with a unit, e.g. 1GB, 500MB or 200KB "
+                          "(units KB, MB, GB, TB; a whole number is bytes)")
+    return size
+
+
+# errno values (and safetensors' Rust io::Error kinds) of a full disk or an exhausted quota
+DISK_FULL = {errno.ENOSPC: "StorageFull", errno.EDQUOT: "QuotaExceeded"}
+
+
+def _disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno in DISK_FULL
+    text = str(e)
+    return isinstance(e, SafetensorError) and any(f"code: {n}," in text or kind in text
+                                                  for n, kind in DISK_FULL.items())
+
+
 class MergeInterrupted(KeyboardInterrupt):
     """A merge stopped by SIGINT / SIGTERM; the message says what was kept. `signum` is the signal."""
 
@@ -177,12 +210,13 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
     out = FsPath(out_dir).resolve()
     sources = [plan.base.source.path, plan.other.source.path] + ([plan.pretrained.source.path] if plan.pretrained else [])
     _guard_output(out, sources, force)
+    shard_bytes = shard_size_bytes(max_shard_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     entries = {e.key: e for e in plan.entries}
     meta = {k: torch.empty(e.shape, dtype=merger.out_dtype(e), device="meta") for k, e in entries.items()}
     split = split_torch_state_dict_into_shards(meta, filename_pattern="model{suffix}.safetensors",
-                                               max_shard_size=max_shard_size)
+                                               max_shard_size=shard_bytes)
     nbytes = {k: t.numel() * t.element_size() for k, t in meta.items()}
     total = sum(nbytes.values())
     with OutputLock(out):
@@ -226,9 +260,19 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
             kept = f"{n} finished shard(s) ({human_bytes(size)}) kept in {partial.path} for resume: rerun the same " \
                    "command" if n else "nothing kept"
             raise MergeInterrupted(f"nothing written to {out}; {kept}", getattr(e, "signum", signal.SIGINT)) from None
-        except BaseException:
-            partial.remove()
-            raise
+        except BaseException as e:
+            if not _disk_full(e):
+                partial.remove()
+                raise
+            try:  # drops the half-written file: what is kept is whole and recorded with its hash
+                n, size = partial.keep_finished()
+            except OSError:  # the manifest on disk still lists the shards recorded before
+                n, size = len(partial.manifest["shards"]), sum(s["bytes"] for s in partial.manifest["shards"].values())
+            free = shutil.disk_usage(out.parent).free
+            kept = f"{n} finished shard(s) ({human_bytes(size)}) kept in {partial.path}" if n else "nothing kept"
+            raise AdammsError(f"disk full writing {out}: the merge needs {human_bytes(total - size)} more and "
+                              f"{human_bytes(free)} is free there; {kept}: free space and rerun the same "
+                              "command to resume") from None
     return out
 
 

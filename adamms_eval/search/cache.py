@@ -26,24 +26,57 @@ def default_cache_dir() -> Path:
     return cache_root() / "generations"
 
 
+def cache_dir_problem(root) -> str | None:
+    """Why answers cannot be kept under `root` (it cannot be created, or nothing can be written in it), or None.
+    Asked before the model loads: a run refused then costs nothing."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as e:
+        what = "is not a folder" if root.exists() and not root.is_dir() else "cannot be written"
+        return f"the search answer cache {root} {what} ({e.strerror or type(e).__name__})"
+    return None
+
+
 class GenerationCache:
     def __init__(self, root, identity: dict, task: str, rank: int | None = None):
         self.safe_task = safe_name(task)
         self.folder = Path(root) / digest(identity)
         self.rank = current_rank() if rank is None else rank
         self.path = self.folder / f"{self.safe_task}.rank{self.rank}.jsonl"
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.entries: dict[tuple[str, str], str] = {}
+        self.dropped: dict[str, int] = {}  # file name -> torn or corrupt lines skipped
+        self.unreadable: list[str] = []
+        self.note = ""
+        # A file this rank cannot append to (a folder in its place, a full disk) costs the cache, never the run: the
+        # task runs with a warning and its new answers are not kept. (A cache folder that cannot be written at all
+        # is refused before the model loads: cache_dir_problem, asked by the session.)
+        self.unwritable = ""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._write_identity(identity)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644))
+        except OSError as e:
+            self.unwritable = f"{self.path} cannot be appended to ({e.strerror or type(e).__name__})"
+        if self.folder.is_dir():
+            self._load()
+        if self.unwritable:
+            self._warn_unwritable()
+
+    def _write_identity(self, identity: dict) -> None:
         identity_file = self.folder / "identity.json"
         if not identity_file.exists():  # for people reading the folder; written atomically (ranks race here)
             fd, tmp = tempfile.mkstemp(prefix=".identity.", dir=self.folder)
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(identity, indent=2, default=str))
             os.replace(tmp, identity_file)
-        self.entries: dict[tuple[str, str], str] = {}
-        self.dropped: dict[str, int] = {}  # file name -> torn or corrupt lines skipped
-        self.unreadable: list[str] = []
-        self.note = ""
-        self._load()
+
+    def _warn_unwritable(self) -> None:
+        line = f"generation cache: {self.unwritable}: this task runs without keeping its new answers"
+        self.note = f"{self.note}; {line}" if self.note else line
+        log.warning(line)
 
     def files(self) -> list[Path]:
         """Every rank's file of this task (and a pre-rank single file, read only)."""
@@ -92,20 +125,26 @@ class GenerationCache:
         """Append one batch of answers to this rank's file: one write, flushed and fsynced under LOCK_EX."""
         if not responses:
             return
-        blob = "".join(json.dumps({"alpha": self.key(alpha), "input": k, "response": r}) + "\n"
-                       for k, r in responses.items()).encode()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._cut_torn_tail(fd)
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)  # releases the lock
         for k, r in responses.items():
             self.entries[(self.key(alpha), k)] = r
+        if self.unwritable:
+            return
+        blob = "".join(json.dumps({"alpha": self.key(alpha), "input": k, "response": r}) + "\n"
+                       for k, r in responses.items()).encode()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._cut_torn_tail(fd)
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)  # releases the lock
+        except OSError as e:  # a torn tail this leaves is cut by the next writer and skipped by the next reader
+            self.unwritable = f"{self.path} cannot be appended to ({e.strerror or type(e).__name__})"
+            self._warn_unwritable()
 
     @staticmethod
     def _cut_torn_tail(fd: int) -> None:

@@ -195,16 +195,6 @@ class CoefficientSearch:
             out[name] = {"alpha": res.alpha, "scores": {str(a): v for a, v in res.scores.items()}}
         return out
 
-
-class _Unscorable(Exception):
-    """The harness could not score answers; only recorded signals wanted it, so the search goes on without."""
-
-
-def _stats_key(item: SearchInput) -> str:
-    """The cache key of an answer's token statistics (beside the answer's own key)."""
-    return f"{item.key}#token_stats"
-
-
     def base_cache(self, task: str, rank: int | None = None) -> GenerationCache | None:
         """The cache of the base's own answers to `task` (None when no candidate is the base)."""
         if self.base_at is None:
@@ -217,6 +207,15 @@ def _stats_key(item: SearchInput) -> str:
         cache = self.base_cache(task, rank)
         if cache is not None:
             cache.put(self.base_at, {k: a for k, a in answers.items() if cache.get(self.base_at, k) is None})
+
+
+class _Unscorable(Exception):
+    """The harness could not score answers; only recorded signals wanted it, so the search goes on without."""
+
+
+def _stats_key(item: SearchInput) -> str:
+    """The cache key of an answer's token statistics (beside the answer's own key)."""
+    return f"{item.key}#token_stats"
 
 
 def _transpose(by_alpha: dict[float, dict]) -> dict[str, dict[str, float]]:

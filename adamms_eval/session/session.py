@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 
 from ..errors import AdammsError
 from ..runtime import current_rank
-from ..search.cache import default_cache_dir
+from ..search.cache import cache_dir_problem, default_cache_dir
 from ..search.runner import SearchInput
 from .records import RECORD_NAME, default_output_dir, recorded, run_name, write_records
 from .settings import SETTINGS, Settings, lmms_spell, parse_settings
@@ -86,6 +86,10 @@ class MergeSession:
         self.settings, self.backend_name, self.harness = settings, backend_name, harness
         self.plan = preflight_plan(settings, spell)
         self.spell = spell
+        if settings.auto:  # a search keeps its answers: a cache folder it cannot write is refused before loading
+            problem = cache_dir_problem(settings.cache_dir or default_cache_dir())
+            if problem:
+                raise AdammsError(f"{problem}; give a folder this run can write with {spell('cache_dir', 'DIR')}")
         self.run_name = run_name(settings)
         self.say = say or log.info  # the harness's own log channel: what was chosen and where the record went
         self.merged = None

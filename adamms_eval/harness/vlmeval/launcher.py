@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import AdammsError
+from ...runtime import run_console, safe_name
 from ...session.settings import BY_NAME, SETTINGS, flag_spell
 from . import LOADING
 
@@ -35,8 +36,10 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: a VLMEvalKit flag that is a prefix of ours (--mode, --model: --model-arg) must reach VLMEvalKit
     ap = argparse.ArgumentParser(
         prog="adamms-vlmeval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
         epilog="Any other flag (--data, --work-dir, --mode, --judge, --limit, --reuse, ...) goes to VLMEvalKit.")
     ap.add_argument("--base", help="base model directory (or hub id in the HF cache): its VLMEvalKit wrapper runs")
     ap.add_argument("--other", help="model merged into the base (omit: the plain base, no merge)")
@@ -99,7 +102,7 @@ def prepare(ns, passthrough: list[str]) -> list[str]:
     base = resolve_model_dir(ns.base)
     cls = wrapper_class(base)
     options = _model_options(ns)
-    name = ns.name
+    name = ns.name if ns.name is None else folder_name(ns.name)
     if ns.other is not None:
         other = resolve_model_dir(ns.other)
         merge_options = {k: v for k, v in options.items() if k not in LOAD_KEYS}
@@ -109,7 +112,7 @@ def prepare(ns, passthrough: list[str]) -> list[str]:
                                     spell=_launcher_spell).run_name  # preflight
         options["other"] = other
     else:
-        refuse_merge_settings(base, {k: v for k, v in options.items() if k not in LOAD_KEYS}, _launcher_spell)
+        refuse_merge_settings(base, {k: v for k, v in options.items() if k not in LOAD_KEYS}, _launcher_spell, cls)
     name = name or f"adamms_plain_{Path(base).name}"
     registry.register(name, base=base, spell=_launcher_spell, **options)
     assert registry.supported_VLM[name].func is AdammsVLM
@@ -229,7 +232,20 @@ def _gloo_if_cpu():
     return lambda: setattr(dist, "init_process_group", real)
 
 
+def folder_name(name: str, flag: str = "--name") -> str:
+    """A model name VLMEvalKit makes a folder of under --work-dir: a plain name, never a path out of it."""
+    if "/" in name or "\\" in name or not name.strip(".") or "\0" in name:
+        fix = safe_name(name, keep="_.-+", collapse=True).strip("._") or "my_merge"
+        raise AdammsError(f"{flag} {name}: VLMEvalKit writes this model's files in the folder --work-dir/NAME, so "
+                          f"NAME must be a folder name, not a path; e.g. {flag} {fix}")
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
+    return run_console("adamms-vlmeval", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ns, passthrough = parser().parse_known_args(argv)
     try:
@@ -242,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             args.model, args.data = list(cfg["model"]), list(cfg["data"])
         elif not args.data or not args.model:
             raise AdammsError("give --data NAME [NAME ...] and --base DIR (or a --config file)")
+        for model in args.model:
+            folder_name(model, "--name" if model == ns.name else "model name")
         check_inputs(args)
     except AdammsError as e:
         print(f"adamms-vlmeval: error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import transformers
 
 from ...errors import AdammsError
 from ...fingerprints import digest
@@ -36,7 +37,11 @@ from vlmeval.vlm.qwen2_vl.prompt import Qwen2VLPromptMixin  # noqa: E402
 from vlmeval.vlm.qwen3_vl.prompt import Qwen3VLPromptMixin  # noqa: E402
 
 log = logging.getLogger("adamms_eval")
-HARNESS = "vlmeval"  # the session's and the search cache's name for VLMEvalKit
+HARNESS = "vlmeval"
+# what a wrapper that passes its leftover keywords to `generate` accepts: transformers' generation settings (a typo
+# is refused before loading, instead of by `generate` at the first row)
+GENERATION_KEYS = frozenset(k for k in transformers.GenerationConfig().to_dict()
+                            if not k.startswith("_") and k != "transformers_version")  # the session's and the search cache's name for VLMEvalKit
 
 
 def _signature_defaults(cls) -> dict:
@@ -257,7 +262,7 @@ class AdammsQwen3VL(_QwenChat, Qwen3VLChat):
 
 class AdammsLlavaOneVision(AdammsMixin, LLaVA_OneVision_HF):
     MODEL_CLASS, PROCESSOR_CLASS = "LlavaOnevisionForConditionalGeneration", "AutoProcessor"
-    WRAPPER, KWARGS = LLaVA_OneVision_HF, None  # leftover kwargs are generation settings
+    WRAPPER, KWARGS = LLaVA_OneVision_HF, GENERATION_KEYS | {"video_kwargs", "nframe"}  # the rest: generate's
 
     def __init__(self, base, session=None, load_kwargs=None, **kwargs):
         super(LLaVA_OneVision_HF, self).__init__()  # BaseModel's; LLaVA_OneVision_HF.__init__ loads fp16 on 'cuda'
@@ -269,7 +274,8 @@ class AdammsLlavaOneVision(AdammsMixin, LLaVA_OneVision_HF):
 
 
 class AdammsLlava(AdammsMixin, LLaVA_Next):
-    MODEL_CLASS, PROCESSOR_CLASS, WRAPPER, KWARGS = "LlavaForConditionalGeneration", "AutoProcessor", LLaVA_Next, None
+    MODEL_CLASS, PROCESSOR_CLASS, WRAPPER = "LlavaForConditionalGeneration", "AutoProcessor", LLaVA_Next
+    KWARGS = GENERATION_KEYS  # LLaVA_Next passes them to generate
 
     def __init__(self, base, session=None, load_kwargs=None, **kwargs):
         super(LLaVA_Next, self).__init__()  # BaseModel's; LLaVA_Next.__init__ loads fp16 on 'cuda'

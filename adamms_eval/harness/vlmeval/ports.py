@@ -26,12 +26,12 @@ from ...ports import CogVLMForCausalLM, MPLUGOwl2LlamaForCausalLM, cogvlm, mplug
 from ...ports.common import load_tokenizer
 from ...runtime import default_device
 
-from .model import AdammsMixin
+from .model import GENERATION_KEYS, AdammsMixin
 
 
 class _PortMixin(AdammsMixin):
     PORT = None
-    KWARGS = None  # leftover keywords are generation settings, as for the wrappers
+    KWARGS = GENERATION_KEYS  # leftover keywords are generation settings, as for the wrappers
 
     def _adamms_init(self, base, session, load_kwargs, wrapper_kwargs):
         """As AdammsMixin's, with our port class instead of a transformers one (and no processor)."""
@@ -79,6 +79,7 @@ def _max_length_per_row(kwargs: dict, lengths: list[int], config) -> tuple[dict,
 
 class AdammsCogVlm(_PortMixin, CogVlm):
     PORT, WRAPPER = CogVLMForCausalLM, CogVlm
+    KWARGS = GENERATION_KEYS | {"tokenizer"}
 
     def __init__(self, base, session=None, load_kwargs=None, tokenizer=None, **kwargs):
         super(CogVlm, self).__init__()  # BaseModel's; CogVlm.__init__ loads remote code on 'cuda'

@@ -42,14 +42,19 @@ def wrapper_class(base: str):
     return WRAPPERS[model_type]
 
 
-def refuse_merge_settings(base, kwargs: dict, spell=lmms_spell) -> None:
-    """Without `other` nothing is merged: a merge setting there is a mistake, not something to ignore."""
+def refuse_merge_settings(base, kwargs: dict, spell=lmms_spell, cls=None) -> None:
+    """Without `other` nothing is merged: a merge setting there is a mistake, not something to ignore; and an
+    argument the wrapper `cls` does not take is refused now, before the model loads."""
     from ...merging.methods import REGISTRY
-    from ...session.settings import BY_NAME
+    from ...session.settings import BY_NAME, suggest
     merge_only = sorted(k for k in kwargs if k in BY_NAME or any(k in m.params for m in REGISTRY.values()))
     if merge_only:
         raise AdammsError(f"{spell(merge_only[0], kwargs[merge_only[0]])} merges into the base: add "
                           f"{spell('other', 'DIR')} (without it, {base} runs unmerged)")
+    unknown = sorted(k for k in kwargs if cls is not None and cls.KWARGS is not None and k not in cls.KWARGS)
+    if unknown:
+        raise AdammsError(f"{spell(unknown[0], kwargs[unknown[0]])} is not an argument of VLMEvalKit's "
+                          f"{cls.WRAPPER.__name__}{suggest(unknown[0], set(cls.KWARGS) | set(LOAD_KEYS))}")
 
 
 def AdammsVLM(base: str, other: str | None = None, use_vllm: bool = False, spell=lmms_spell, **kwargs):  # noqa: N802
@@ -67,7 +72,7 @@ def AdammsVLM(base: str, other: str | None = None, use_vllm: bool = False, spell
     cls = wrapper_class(base)
     load_kwargs = {k: kwargs.pop(k) for k in LOAD_KEYS if k in kwargs}
     if other is None:
-        refuse_merge_settings(base, kwargs, spell)
+        refuse_merge_settings(base, kwargs, spell, cls)
         return cls(base, None, load_kwargs, **kwargs)
     settings, wrapper_kwargs = parse_settings({"base": base, "other": other, **kwargs}, backend_params=cls.KWARGS,
                                               spell=spell, backend_label=f"VLMEvalKit's {cls.WRAPPER.__name__}")
