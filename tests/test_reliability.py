@@ -16,7 +16,6 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from adamms_eval.cli import main
@@ -66,7 +65,6 @@ def test_nan_in_a_kept_tensor_is_refused_like_a_merged_one(zoo, tmp_path, capsys
 
 
 # -- 2. disk full while writing -----------------------------------------------------------------------------------
-RUST_ENOSPC = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
 
 
 @pytest.fixture
@@ -89,20 +87,19 @@ def same_files(a: Path, b: Path) -> None:
             assert f.read_bytes() == (b / f.name).read_bytes(), f.name
 
 
-def _full_disk_in_save_file(monkeypatch, at: int):
-    """safetensors' save_file as on a full disk at its `at`-th call: half the shard reaches the file, then the
-    error safetensors raises for ENOSPC."""
-    from safetensors.torch import save
-    real, calls = merge_module.save_file, [0]
+def _full_disk_in_shard_writer(monkeypatch, at: int):
+    """The shard writer as on a full disk at its `at`-th shard: half the shard reaches the file, then the OSError
+    a write raises for ENOSPC."""
+    real, calls = merge_module.write_safetensors, [0]
 
-    def save_file(tensors, filename, metadata=None):
+    def write_safetensors(path, tensors, blocks, **kwargs):
         calls[0] += 1
         if calls[0] == at:
-            data = save(tensors, metadata=metadata)
-            Path(filename).write_bytes(data[: len(data) // 2])
-            raise SafetensorError(RUST_ENOSPC)
-        return real(tensors, filename, metadata=metadata)
-    monkeypatch.setattr(merge_module, "save_file", save_file)
+            real(path, tensors, blocks, **kwargs)
+            Path(path).write_bytes(Path(path).read_bytes()[: Path(path).stat().st_size // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, tensors, blocks, **kwargs)
+    monkeypatch.setattr(merge_module, "write_safetensors", write_safetensors)
 
 
 def _full_disk_in_side_files(monkeypatch, at: int):
@@ -112,7 +109,7 @@ def _full_disk_in_side_files(monkeypatch, at: int):
     monkeypatch.setattr(merge_module, "_copy_side_files", copy)
 
 
-@pytest.mark.parametrize("inject, at, kept", [(_full_disk_in_save_file, 4, 3), (_full_disk_in_side_files, 0, None)])
+@pytest.mark.parametrize("inject, at, kept", [(_full_disk_in_shard_writer, 4, 3), (_full_disk_in_side_files, 0, None)])
 def test_disk_full_is_one_line_keeps_finished_shards_and_resumes_byte_identically(pair_args, tmp_path, monkeypatch,
                                                                                    capsys, inject, at, kept):
     out, args = pair_args

@@ -74,6 +74,7 @@ def test_compare_rows_on_shipped_weights_reproduce_published_numbers(name, task_
     root = EVIDENCE / name
     cfg.update(base=str((root / cfg["base"]).resolve()), other=str((root / cfg["other"]).resolve()),
                pretrained=str((root / cfg["pretrained"]).resolve()), tasks=[task], include_path=[str(task_root)],
+               chance={task: cfg["chance"][task]}, granularity_alphas=None,
                output=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"),
                rows=[{"name": "Task Arithmetic", "method": "paper_task_arithmetic"},
                      {"name": "AdaMMS at its α", "method": "linear", "coefficient": float(alpha)}])
