@@ -48,3 +48,17 @@ def shapes_tasks(folder: Path, rows: int) -> Path:
     from adamms_eval.task_folders import write_shapes_tasks
     write_shapes_tasks(folder, rows=rows)
     return folder
+
+
+def same_output(a: Path, b: Path) -> None:
+    """Byte-identical merge outputs; the merge record may differ only in its timing and resume count."""
+    import json
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for f in a.iterdir():
+        if f.name == "adamms_merge.json":
+            ra, rb = (json.loads(x.read_text()) for x in (f, b / f.name))
+            for r in (ra, rb):
+                r.pop("seconds"), r.pop("resumed_shards")
+            assert ra == rb
+        else:
+            assert f.read_bytes() == (b / f.name).read_bytes(), f.name

@@ -22,6 +22,7 @@ def _config(tmp_path, zoo, rows, tasks_root, **over):
            "tasks": ["adamms_zoo_colour"], "include_path": [tasks_root], "limit": 4, "output": str(tmp_path / "out"),
            "cache_dir": str(tmp_path / "cache"), "search": {"alphas": "0:0.4:0.2", "search_samples": 4},
            "rows": rows, **over}
+    cfg = {k: v for k, v in cfg.items() if v is not None}  # an override of None leaves the key out
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

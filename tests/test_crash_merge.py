@@ -14,6 +14,7 @@ import torch
 
 from adamms_eval.merging import merger as merge_module
 from adamms_eval.cli import main
+from helpers import same_output
 from adamms_eval.merging.merger import open_merger, write_merged
 
 SHARD = "3MB"
@@ -34,19 +35,6 @@ def llama_pair(tmp_path_factory):
         dirs.append(d)
     ref = write_merged(open_merger(*dirs), 0.4, root / "reference", max_shard_size=SHARD, progress=False)
     return dirs[0], dirs[1], ref
-
-
-def same_output(a: Path, b: Path) -> None:
-    """Byte-identical files; the merge record may differ only in its timing and resume count."""
-    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
-    for f in a.iterdir():
-        if f.name == "adamms_merge.json":
-            ra, rb = (json.loads(x.read_text()) for x in (f, b / f.name))
-            for r in (ra, rb):
-                r.pop("seconds"), r.pop("resumed_shards")
-            assert ra == rb
-        else:
-            assert f.read_bytes() == (b / f.name).read_bytes(), f.name
 
 
 def leftovers(out: Path) -> list[str]:

@@ -19,6 +19,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from adamms_eval.cli import main
+from helpers import same_output
 from adamms_eval.errors import AdammsError
 from adamms_eval.merging import merger as merge_module
 
@@ -74,19 +75,6 @@ def pair_args(zoo, tmp_path):
                  "--max-shard-size", "100KB", "--quiet"]
 
 
-def same_files(a: Path, b: Path) -> None:
-    """Byte-identical outputs; the merge record may differ in its timing and resume count only."""
-    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
-    for f in a.iterdir():
-        if f.name == "adamms_merge.json":
-            ra, rb = (json.loads(x.read_text()) for x in (f, b / f.name))
-            for r in (ra, rb):
-                r.pop("seconds"), r.pop("resumed_shards")
-            assert ra == rb
-        else:
-            assert f.read_bytes() == (b / f.name).read_bytes(), f.name
-
-
 def _full_disk_in_shard_writer(monkeypatch, at: int):
     """The shard writer as on a full disk at its `at`-th shard: half the shard reaches the file, then the OSError
     a write raises for ENOSPC."""
@@ -129,7 +117,7 @@ def test_disk_full_is_one_line_keeps_finished_shards_and_resumes_byte_identicall
     monkeypatch.undo()
     assert main([str(a) for a in args]) == 0
     assert f"{kept} finished shard(s) verified and reused" in capsys.readouterr().err
-    same_files(out, ref)
+    same_output(out, ref)
     assert json.loads((out / "adamms_merge.json").read_text())["resumed_shards"] == kept
     assert leftovers(out) == []
 

@@ -1,38 +1,18 @@
 """What a newcomer hit (issue 21, items 11-18): did-you-mean on `adamms merge --param`, compare's YAML-spelled errors
 and per-row candidates, compare's console, configs that follow $ADAMMS_CACHE, and `make test`'s progress."""
-import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from adamms_eval import compare
 from adamms_eval.cli import main
 from adamms_eval.errors import AdammsError
+from test_compare import _config, task_data  # noqa: F401  (the fixture is used by name)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def task_data(tmp_path_factory):
-    from adamms_eval.task_folders import write_zoo_tasks
-    root = tmp_path_factory.mktemp("tasks")
-    write_zoo_tasks(root, rows=12)
-    return str(root)
-
-
-def _config(tmp_path, zoo, rows, tasks_root, **over):
-    cfg = {"base": str(zoo["qwen2_vl"]), "other": str(zoo["llava_ov_hf"]), "pretrained": str(zoo["qwen2_lm"]),
-           "tasks": ["adamms_zoo_colour"], "include_path": [tasks_root], "limit": 4, "output": str(tmp_path / "out"),
-           "cache_dir": str(tmp_path / "cache"), "search": {"alphas": "0:0.4:0.2", "search_samples": 4},
-           "rows": rows, **over}
-    cfg = {k: v for k, v in cfg.items() if v is not None}
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 # -- 11: adamms merge --param did-you-mean --------------------------------------------------------------------

@@ -133,13 +133,20 @@ def figure4_plots(ev: dict, sweeps_by_row: dict, out: Path) -> dict:
             ax.set_ylabel("full-task score (0-100)")
             ax.set_title(f"{row}: {task} (star: the α chosen)", fontsize=9)
             ax.legend(fontsize=7)
-            fig.tight_layout()
-            f = out / "figures" / f"figure4_{safe_name(row, collapse=True)}_{task}.png"
-            f.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(f, dpi=90)
-            plt.close(fig)
-            files[f"figure4/{row}/{task}"] = str(f.relative_to(out))
+            name = f"figure4_{safe_name(row, collapse=True)}_{safe_name(task)}.png"  # never a path
+            files[f"figure4/{row}/{task}"] = _save(fig, out, name)
     return files
+
+
+def _save(fig, out: Path, name: str) -> str:
+    """Write a finished figure to out/figures/NAME and close it; the path relative to `out`."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    f = out / "figures" / name
+    f.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(f, dpi=90)
+    plt.close(fig)
+    return str(f.relative_to(out))
 
 
 def signals_plots(records_by_row: dict, sweeps_by_row: dict, out: Path) -> dict:
@@ -173,10 +180,6 @@ def signals_plots(records_by_row: dict, sweeps_by_row: dict, out: Path) -> dict:
                 ax2.set_ylabel("full-task score (0-100), dashed")
             ax.set_title(f"{row}: {task} (star: each signal's pick)", fontsize=9)
             ax.legend(fontsize=6)
-            fig.tight_layout()
-            f = out / "figures" / f"signals_{safe_name(row, collapse=True)}_{task}.png"
-            f.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(f, dpi=90)
-            plt.close(fig)
-            files[f"signals/{row}/{task}"] = str(f.relative_to(out))
+            name = f"signals_{safe_name(row, collapse=True)}_{safe_name(task)}.png"  # never a path
+            files[f"signals/{row}/{task}"] = _save(fig, out, name)
     return files
