@@ -133,16 +133,15 @@ def figure4_plots(ev: dict, sweeps_by_row: dict, out: Path) -> dict:
             ax.set_ylabel("full-task score (0-100)")
             ax.set_title(f"{row}: {task} (star: the α chosen)", fontsize=9)
             ax.legend(fontsize=7)
-            name = f"figure4_{safe_name(row, collapse=True)}_{safe_name(task)}.png"  # never a path
-            files[f"figure4/{row}/{task}"] = _save(fig, out, name)
+            files[f"figure4/{row}/{task}"] = _save(fig, out, "figure4", row, task)
     return files
 
 
-def _save(fig, out: Path, name: str) -> str:
-    """Write a finished figure to out/figures/NAME and close it; the path relative to `out`."""
+def _save(fig, out: Path, kind: str, row: str, task: str) -> str:
+    """Write a finished figure to out/figures/KIND_ROW_TASK.png and close it; the path relative to `out`."""
     import matplotlib.pyplot as plt
     fig.tight_layout()
-    f = out / "figures" / name
+    f = out / "figures" / f"{kind}_{safe_name(row, collapse=True)}_{safe_name(task)}.png"  # never a path
     f.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(f, dpi=90)
     plt.close(fig)
@@ -180,6 +179,5 @@ def signals_plots(records_by_row: dict, sweeps_by_row: dict, out: Path) -> dict:
                 ax2.set_ylabel("full-task score (0-100), dashed")
             ax.set_title(f"{row}: {task} (star: each signal's pick)", fontsize=9)
             ax.legend(fontsize=6)
-            name = f"signals_{safe_name(row, collapse=True)}_{safe_name(task)}.png"  # never a path
-            files[f"signals/{row}/{task}"] = _save(fig, out, name)
+            files[f"signals/{row}/{task}"] = _save(fig, out, "signals", row, task)
     return files
