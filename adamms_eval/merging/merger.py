@@ -19,6 +19,7 @@ from ..arch.checkpoint import SAFE_INDEX, BIN_INDEX, Checkpoint
 from .kernels import task_vector_chunks
 from .stream import row_blocks, write_safetensors
 from ..errors import AdammsError
+from ..runtime import Interrupted
 from ..arch.mapping import MergePlan, PlanEntry, build_plan
 from .methods import MergeMethod, Path, make_method
 from .partial import OutputLock, PartialOutput, human_bytes, plan_identity
@@ -184,14 +185,6 @@ def _disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in DISK_FULL
 
 
-class MergeInterrupted(KeyboardInterrupt):
-    """A merge stopped by SIGINT / SIGTERM; the message says what was kept. `signum` is the signal."""
-
-    def __init__(self, message: str, signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.signum = signum
-
-
 def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_shard_size: str = "1GB",
                  progress: bool = True, extra_record: dict | None = None, notify=None) -> FsPath:
     """Stream the merged checkpoint shard by shard into `.OUT.partial-PID`, then rename it to out_dir.
@@ -254,7 +247,7 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
             n, size = partial.keep_finished()
             kept = f"{n} finished shard(s) ({human_bytes(size)}) kept in {partial.path} for resume: rerun the same " \
                    "command" if n else "nothing kept"
-            raise MergeInterrupted(f"nothing written to {out}; {kept}", getattr(e, "signum", signal.SIGINT)) from None
+            raise Interrupted(getattr(e, "signum", signal.SIGINT), f"nothing written to {out}; {kept}") from None
         except BaseException as e:
             if not _disk_full(e):
                 partial.remove()

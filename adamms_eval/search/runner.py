@@ -184,7 +184,7 @@ class CoefficientSearch:
         wanted += [(s, None) for s in SIGNALS if s in self.record_signals and s != "consistency"]
         for signal, metric in wanted:
             name = signal if metric is None else f"{signal}_{metric}"
-            if signal in ("nll", "entropy") and token_stats is None:
+            if signal in CONFIDENCE_SIGNALS and token_stats is None:
                 out[name] = {"unavailable": f"the harness cannot score answers ({why_unscored or 'not scored'})"}
                 continue
             try:
