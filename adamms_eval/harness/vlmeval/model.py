@@ -37,11 +37,11 @@ from vlmeval.vlm.qwen2_vl.prompt import Qwen2VLPromptMixin  # noqa: E402
 from vlmeval.vlm.qwen3_vl.prompt import Qwen3VLPromptMixin  # noqa: E402
 
 log = logging.getLogger("adamms_eval")
-HARNESS = "vlmeval"
+HARNESS = "vlmeval"  # the session's and the search cache's name for VLMEvalKit
 # what a wrapper that passes its leftover keywords to `generate` accepts: transformers' generation settings (a typo
 # is refused before loading, instead of by `generate` at the first row)
 GENERATION_KEYS = frozenset(k for k in transformers.GenerationConfig().to_dict()
-                            if not k.startswith("_") and k != "transformers_version")  # the session's and the search cache's name for VLMEvalKit
+                            if not k.startswith("_") and k != "transformers_version")
 
 
 def _signature_defaults(cls) -> dict:
