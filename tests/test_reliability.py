@@ -65,6 +65,49 @@ def test_nan_in_a_kept_tensor_is_refused_like_a_merged_one(zoo, tmp_path, capsys
     assert before == {p.name: p.read_bytes() for p in base.iterdir()}
 
 
+# A NaN or Inf in a merged tensor of any input is found wherever the check runs (the merged output for the
+# elementwise path, the task-vector chunks for task-vector methods, the whole inputs otherwise), at every α.
+POISONED = {"base": "language_model.model.layers.1.mlp.up_proj.weight", "other": "model.layers.1.mlp.up_proj.weight",
+            "pretrained": "model.layers.1.mlp.up_proj.weight"}
+METHOD_ARGS = {"linear0": ["--alpha", "0"], "linear1": ["--alpha", "1"], "linear": ["--alpha", "0.5"],
+               "task_arithmetic": ["--method", "task_arithmetic"],
+               "ties": ["--method", "ties", "--param", "density=0.5"],
+               "dare_ties": ["--method", "dare_ties", "--param", "density=0.5"], "metagpt": ["--method", "metagpt"]}
+
+
+@pytest.mark.parametrize("method,which,value", [
+    ("linear0", "other", "nan"), ("linear1", "base", "inf"), ("linear", "other", "-inf"), ("linear0", "base", "nan"),
+    ("task_arithmetic", "pretrained", "inf"), ("task_arithmetic", "other", "nan"),
+    ("ties", "base", "nan"), ("ties", "pretrained", "-inf"), ("dare_ties", "other", "inf"),
+    ("metagpt", "pretrained", "nan"), ("metagpt", "base", "inf")])
+def test_nan_or_inf_in_a_merged_input_is_named(zoo, tmp_path, capsys, method, which, value):
+    names = {"base": "llava15_hf", "other": "llama_lm", "pretrained": "llama_lm"}
+    paths = {k: zoo[n] for k, n in names.items()}
+    paths[which] = bad = copy_model(zoo[names[which]], tmp_path / f"{which}_bad")
+    sd = load_file(bad / "model.safetensors")
+    sd[POISONED[which]][2, 3] = float(value)
+    save_file(sd, bad / "model.safetensors", metadata={"format": "pt"})
+    args = ["merge", "--base", paths["base"], "--other", paths["other"], "--out", tmp_path / "out", "--quiet",
+            *METHOD_ARGS[method]]
+    if not method.startswith("linear"):
+        args += ["--pretrained", paths["pretrained"]]
+    code, _, err = run(capsys, *args)
+    line = one_line(err)
+    assert code == 2 and POISONED[which] in line and str(bad) in line and "NaN or Inf" in line, err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path / "out") == []
+
+
+def test_a_merge_that_overflows_the_output_dtype_says_so(zoo, tmp_path, capsys):
+    base = copy_model(zoo["llava15_hf"], tmp_path / "big")
+    sd = load_file(base / "model.safetensors")
+    sd[POISONED["base"]][2, 3] = 1e5  # finite in float32, past float16's 65504
+    save_file(sd, base / "model.safetensors", metadata={"format": "pt"})
+    code, _, err = run(capsys, "merge", "--base", base, "--other", zoo["llama_lm"], "--alpha", "0.1", "--out",
+                       tmp_path / "out", "--quiet", "--dtype", "float16")
+    line = one_line(err)
+    assert code == 2 and POISONED["base"] in line and "overflows float16" in line, err
+
+
 # -- 2. disk full while writing -----------------------------------------------------------------------------------
 
 

