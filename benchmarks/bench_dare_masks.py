@@ -41,7 +41,7 @@ def old_rescales(self, key, models, theta0):
         for i, (t, g) in enumerate(zip(taus, gens)):
             total[i] += float(t.abs().sum(dtype=torch.float64))
             kept[i] += float(old_keep(self, t, g).abs().sum(dtype=torch.float64))
-    return [a / b if b > 0 else 1.0 for a, b in zip(total, kept)]
+    return [a / b if b > 0 else 1.0 for a, b in zip(total, kept)], old_generators(self, key, len(models))
 
 
 def main() -> int:

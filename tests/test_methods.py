@@ -176,3 +176,21 @@ def test_dare_masks_are_the_documented_counter_based_draw():
     sd = (density * (1 - density) / n) ** 0.5
     assert abs(p - density) < 5 * sd and abs(q - density) < 5 * sd and abs(both - density ** 2) < 5 * sd
     assert not torch.equal(whole[:RNG_BLOCK], whole[RNG_BLOCK:2 * RNG_BLOCK])  # blocks differ
+    recording = KeepMask(7, key, 1, density, record=True)
+    sizes = (5, RNG_BLOCK - 5, 1, RNG_BLOCK // 2, RNG_BLOCK // 2 + 1233)
+    drawn = [recording.next(k) for k in sizes]
+    replay = recording.replay()
+    assert all(torch.equal(replay.next(k), d) for k, d in zip(sizes, drawn))  # replayed pieces are the drawn ones
+
+
+def test_dare_l1_merge_keeps_the_entries_the_counting_pass_drew():
+    """Over several compute chunks: the l1 merge pass replays the counting pass's masks, which are the
+    documented draw, so the kept entries are exactly KeepMask's and the L1 norm of the task vector is kept."""
+    from adamms_eval.merging.kernels import CHUNK
+    from adamms_eval.merging.methods.dare import KeepMask
+    n, key = 3 * CHUNK + 17, "layers.0.mlp.up_proj.weight"
+    t0, a, b = torch.zeros(n), torch.randn(n), torch.randn(n)
+    m = make_method("dare_linear", {"density": 0.4, "weight": "1,0", "seed": 3})
+    dropped = m.path(key, a, b, t0).b
+    assert torch.equal(dropped != 0, KeepMask(3, key, 0, 0.4).next(n).bool())
+    torch.testing.assert_close(dropped.abs().sum(), a.abs().sum())
