@@ -109,6 +109,24 @@ def open_tensor(d: Path, key: str):
     raise KeyError(f"{key} not in {d}")
 
 
+def read_tensors(d: Path) -> dict:
+    """Every tensor of a checkpoint folder's safetensors files, by name."""
+    from safetensors import safe_open
+    out = {}
+    for f in weight_files(d):
+        with safe_open(str(f), "pt") as h:
+            out.update({k: h.get_tensor(k) for k in h.keys()})
+    return out
+
+
+def same_tensors(a: Path, b: Path) -> bool:
+    """The two folders hold the same tensor names with equal dtype, shape and values (shard layout and header
+    order may differ)."""
+    import torch
+    x, y = read_tensors(a), read_tensors(b)
+    return x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]) for k in x)
+
+
 def proc_status(pid="self") -> dict:
     """VmRSS, VmHWM, RssAnon, RssFile in bytes ({} once the process is gone or a zombie)."""
     out = {}
