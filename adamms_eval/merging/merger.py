@@ -8,7 +8,7 @@ import shutil
 import signal
 import time
 from pathlib import Path as FsPath
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
@@ -70,7 +70,7 @@ class Merger:
             base = p.base.source.get_rows(e.key, s, t)
             hi = min(t, merged_rows)
             if not e.merged or hi <= s:  # kept, or rows past the aligned vocabulary: the base's
-                yield (self._kept(e, base) if not e.merged else _finite(base, e.key, p.base.source.path)).to(out)
+                yield self._kept(e, base).to(out)  # a merged entry is never an ignored buffer: checked
                 continue
             other = p.other.gather_rows(e.other, s, hi)
             theta0 = None
@@ -80,12 +80,12 @@ class Merger:
             try:
                 path = self.method.path(e.canonical_name, *ins)
             except NonFiniteChunk:
-                self._task_vector_overflow(e, (base[: hi - s], other, theta0))
+                self._refuse(e, (base[: hi - s], other, theta0), self._task_vector_overflow_message(e))
             merged = path.point(lam, out=path.b if path.private_b else None).to(out)
             # Only the result is checked: a NaN or Inf in any input reaches it through the elementwise path, and
             # one pass over the output is cheaper than one over each input. The rare failure names its cause.
             if nonfinite(merged):
-                self._overflow(e, lam, out, (base[: hi - s], other, theta0))
+                self._refuse(e, (base[: hi - s], other, theta0), self._overflow_message(e, lam, out))
             yield merged
             if hi < t:
                 yield _finite(base[hi - s:], e.key, p.base.source.path).to(out)
@@ -99,18 +99,20 @@ class Merger:
             if t is not None:
                 _finite(t, key, model.source.path)
 
-    def _overflow(self, e: PlanEntry, lam: float, out: torch.dtype, inputs) -> None:
-        """A merged block holds NaN or Inf: name the input that does, else say the merge overflows `out`."""
+    def _refuse(self, e: PlanEntry, inputs, otherwise: str) -> NoReturn:
+        """A merged block or a task vector holds NaN or Inf: name the input that does, else raise `otherwise`."""
         self._check(e, inputs)
-        raise AdammsError(f"{e.key}: the {self.method.name} merge at {self.method.coefficient}={lam:g} overflows "
-                          f"{str(out).removeprefix('torch.')} though every input is finite; choose a smaller "
-                          "coefficient or --dtype float32")
+        raise AdammsError(otherwise)
 
-    def _task_vector_overflow(self, e: PlanEntry, inputs) -> None:
-        """A task vector holds NaN or Inf: name the input that does, else the overflow of x − θ0."""
-        self._check(e, inputs)
-        raise AdammsError(f"{e.key}: its task vector x − θ0 overflows float32 though every input is finite "
-                          "(entries near ±3.4e38); the checkpoint is damaged, merge a clean copy")
+    def _overflow_message(self, e: PlanEntry, lam: float, out: torch.dtype) -> str:
+        return (f"{e.key}: the {self.method.name} merge at {self.method.coefficient}={lam:g} overflows "
+                f"{str(out).removeprefix('torch.')} though every input is finite; choose a smaller "
+                "coefficient or --dtype float32")
+
+    @staticmethod
+    def _task_vector_overflow_message(e: PlanEntry) -> str:
+        return (f"{e.key}: its task vector x − θ0 overflows float32 though every input is finite "
+                "(entries near ±3.4e38); the checkpoint is damaged, merge a clean copy")
 
     def _kept(self, e: PlanEntry, t: torch.Tensor) -> torch.Tensor:
         """A tensor written as the base has it, checked for NaN/Inf unless the model recomputes it at load."""
@@ -147,7 +149,7 @@ class Merger:
                     for _, _, taus in task_vector_chunks(theta0, [base, other]):
                         yield e.canonical_name, taus
                 except NonFiniteChunk:
-                    self._task_vector_overflow(e, inputs)
+                    self._refuse(e, inputs, self._task_vector_overflow_message(e))
 
     def prepare(self) -> None:
         if not self._prepared and self.method.needs_pretrained:
@@ -162,7 +164,7 @@ class Merger:
         try:
             path = self.method.path(e.canonical_name, *(self._rows(e, t) for t in (full, other, theta0)))
         except NonFiniteChunk:
-            self._task_vector_overflow(e, (full, other, theta0))
+            self._refuse(e, (full, other, theta0), self._task_vector_overflow_message(e))
         if e.vocab is None:
             return path
         if e.vocab.prefix and e.vocab.count == full.shape[0]:
