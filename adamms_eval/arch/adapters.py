@@ -50,6 +50,14 @@ def slot_group(slot: str) -> str:
     return {"embed_tokens.weight": "embeddings", "lm_head.weight": "lm_head", "norm.weight": "final norm"}[slot]
 
 
+# LMShape's fields after `family`: what a config.json must write out to be read without its config class
+SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "head_dim", "vocab_size")
+# config classes whose head_dim is hidden_size // num_attention_heads when the file omits it (Llama, Mistral
+# derive it; the Qwen2 ones have none, so lm_shape derives it; Qwen3's default is 128, so it is not here)
+HEAD_DIM_FROM_HIDDEN = frozenset({"llama", "mistral", "qwen2", "qwen2_vl", "qwen2_5_vl"})
+
+
 @dataclass(frozen=True)
 class LMShape:
     """Language-model hyperparameters that must agree between merged models."""
@@ -138,7 +146,31 @@ class Adapter:
             raise AdammsError(f"config.json does not read as a {model_type} config ({e}); "
                               "is this the right architecture (see --base-arch/--other-arch)?") from None
 
+    def _written_shape(self, config: dict) -> LMShape | None:
+        """The LM shape read from config.json as written, where that gives what the config class would: every
+        field present, head_dim aside where the class derives it. None: the class must fill defaults in."""
+        from transformers import CONFIG_MAPPING  # the name table only: no config class is imported
+        text = config.get(self.text_config_key) if self.text_config_key else None
+        fields = text if isinstance(text, dict) else config
+        if any(fields.get(f) is None for f in SHAPE_FIELDS if f != "head_dim"):
+            return None
+        text_type = fields.get("model_type") if isinstance(text, dict) else None
+        if text_type not in CONFIG_MAPPING:
+            text_type = self.config_model_type or self.family_of(config)
+        head_dim = fields.get("head_dim")
+        if head_dim is None:
+            if text_type not in HEAD_DIM_FROM_HIDDEN:
+                return None
+            head_dim = fields["hidden_size"] // fields["num_attention_heads"]
+        values = {f: int(fields[f]) for f in SHAPE_FIELDS if f != "head_dim"}
+        return LMShape(self.family_of(config), head_dim=int(head_dim), **values)
+
     def lm_shape(self, config: dict) -> LMShape:
+        # Building the config class would import transformers' image and video utilities (torchvision): over
+        # a second of every `adamms merge`. Read the written fields where they say all (tests/test_written_shape.py).
+        written = self._written_shape(config)
+        if written is not None:
+            return written
         cfg = self.text_config(config)
         heads, hidden = cfg.num_attention_heads, cfg.hidden_size
         return LMShape(self.family_of(config), hidden, cfg.num_hidden_layers, heads,
