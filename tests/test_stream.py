@@ -46,3 +46,23 @@ def test_a_block_source_that_falls_short_is_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="wrote 8 bytes, header says 16"):
         stream.write_safetensors(tmp_path / "x.safetensors", [("a", (4,), torch.float32)],
                                  lambda k: iter([torch.zeros(2)]))
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float32])
+def test_shards_are_the_hubs_split_of_the_output_tensors(zoo, tmp_path, dtype):
+    """write_merged splits by byte counts; the shards must be what huggingface_hub's torch split gives for the
+    output tensors (shapes and output dtypes), in order."""
+    import json
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from adamms_eval.merging.merger import write_merged
+    m = open_merger(zoo["cogvlm"], zoo["mplug_owl2"], "linear", {}, None, dtype=dtype)
+    out = write_merged(m, 0.4, tmp_path / "out", max_shard_size="40KB", progress=False)
+    meta = {e.key: torch.empty(e.shape, dtype=m.out_dtype(e), device="meta") for e in m.plan.entries}
+    want = split_torch_state_dict_into_shards(meta, filename_pattern="model{suffix}.safetensors",
+                                              max_shard_size="40KB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(want.filename_to_tensors) > 2
+    assert index["weight_map"] == want.tensor_to_filename
+    for filename, keys in want.filename_to_tensors.items():
+        with safe_open(out / filename, "pt") as f:
+            assert list(f.keys()) == sorted(keys)

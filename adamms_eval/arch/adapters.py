@@ -149,14 +149,14 @@ class Adapter:
     def _written_shape(self, config: dict) -> LMShape | None:
         """The LM shape read from config.json as written, where that gives what the config class would: every
         field present, head_dim aside where the class derives it. None: the class must fill defaults in."""
-        from transformers import CONFIG_MAPPING  # the name table only: no config class is imported
         text = config.get(self.text_config_key) if self.text_config_key else None
         fields = text if isinstance(text, dict) else config
         if any(fields.get(f) is None for f in SHAPE_FIELDS if f != "head_dim"):
             return None
-        text_type = fields.get("model_type") if isinstance(text, dict) else None
-        if text_type not in CONFIG_MAPPING:
-            text_type = self.config_model_type or self.family_of(config)
+        # no CONFIG_MAPPING lookup: importing transformers' top level scans its model tree (~1 s); a type name
+        # outside HEAD_DIM_FROM_HIDDEN, known or not, leaves head_dim to the class
+        text_type = (fields.get("model_type") if isinstance(text, dict) else None) \
+            or self.config_model_type or self.family_of(config)
         head_dim = fields.get("head_dim")
         if head_dim is None:
             if text_type not in HEAD_DIM_FROM_HIDDEN:
