@@ -168,9 +168,9 @@ class Adapter:
     def lm_shape(self, config: dict) -> LMShape:
         # Building the config class would import transformers' image and video utilities (torchvision): over
         # a second of every `adamms merge`. Read the written fields where they say all (tests/test_written_shape.py).
-        written = self._written_shape(config)
-        if written is not None:
-            return written
+        return self._written_shape(config) or self._class_shape(config)
+
+    def _class_shape(self, config: dict) -> LMShape:
         cfg = self.text_config(config)
         heads, hidden = cfg.num_attention_heads, cfg.hidden_size
         return LMShape(self.family_of(config), hidden, cfg.num_hidden_layers, heads,

@@ -240,7 +240,8 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     entries = {e.key: e for e in plan.entries}
-    nbytes = {k: math.prod(e.shape) * merger.out_dtype(e).itemsize for k, e in entries.items()}
+    layout = {k: (tuple(e.shape), merger.out_dtype(e)) for k, e in entries.items()}
+    nbytes = {k: math.prod(shape) * dtype.itemsize for k, (shape, dtype) in layout.items()}
     # the hub's split over byte counts: its torch wrapper sizes tensors through torch.distributed.tensor, whose
     # import alone took ~1 s of every merge; the shards are the same (no storage sharing: every tensor is new)
     split = split_state_dict_into_shards_factory(nbytes, get_storage_size=int, max_shard_size=shard_bytes,
@@ -262,7 +263,7 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
                     # block by block: neither a whole shard nor (for elementwise methods) a whole tensor in memory;
                     # hashed as written, not read back
                     written = partial.hasher()
-                    write_safetensors(partial.path / filename, [(k, tuple(entries[k].shape), merger.out_dtype(entries[k])) for k in keys],
+                    write_safetensors(partial.path / filename, [(k, *layout[k]) for k in keys],
                                       lambda k: merger.blocks(entries[k], lam), metadata={"format": "pt"},
                                       on_bytes=bar.update, hasher=written)
                     partial.finished(filename, written.hexdigest())
