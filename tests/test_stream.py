@@ -48,6 +48,28 @@ def test_a_block_source_that_falls_short_is_an_error(tmp_path):
                                  lambda k: iter([torch.zeros(2)]))
 
 
+def test_a_failed_write_in_the_writer_thread_reaches_the_caller(tmp_path):
+    """Blocks are written on a writer thread while the next one is merged: its error (a full disk, say) must stop
+    the writer, not be dropped with the thread."""
+    class FullAfterHeader:
+        calls = 0
+
+        def update(self, data):
+            self.calls += 1
+            if self.calls > 2:  # the length and the JSON header went through; the first block does not
+                raise OSError(28, "No space left on device")
+
+    pieces = []
+    def blocks(name):
+        for piece in torch.arange(12.0).split(4):
+            pieces.append(name)
+            yield piece
+    with pytest.raises(OSError, match="No space left"):
+        stream.write_safetensors(tmp_path / "x.safetensors", [("a", (12,), torch.float32), ("b", (12,), torch.float32)],
+                                 blocks, hasher=FullAfterHeader())
+    assert len(pieces) <= 2  # stopped at the next block, not after the whole file
+
+
 @pytest.mark.parametrize("dtype", [None, torch.float32])
 def test_shards_are_the_hubs_split_of_the_output_tensors(zoo, tmp_path, dtype):
     """write_merged splits by byte counts; the shards must be what huggingface_hub's torch split gives for the

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -56,17 +57,24 @@ def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], torc
         if hasher is not None:
             hasher.update(data)
 
-    with open(path, "wb") as fh:
+    # One writer thread: the next block is merged while the last one is written and hashed (both release the
+    # GIL). One write in flight at a time keeps the bytes in order and holds at most one extra block in memory.
+    with open(path, "wb") as fh, ThreadPoolExecutor(1, thread_name_prefix="safetensors-write") as writer:
         write(struct.pack("<Q", len(blob)))
         write(blob)
+        in_flight = None
         for name, shape, dtype in tensors:
             start, want = header[name]["data_offsets"]
             written = 0
             for piece in blocks(name):
                 data = piece.contiguous().reshape(-1).view(torch.uint8).numpy()
-                write(memoryview(data))
+                if in_flight is not None:
+                    in_flight.result()
+                in_flight = writer.submit(write, memoryview(data))
                 written += data.nbytes
                 if on_bytes:
                     on_bytes(data.nbytes)
             if written != want - start:  # a bug in the block source: never leave a file that reads wrong
                 raise RuntimeError(f"{name}: wrote {written} bytes, header says {want - start}")
+        if in_flight is not None:
+            in_flight.result()
