@@ -17,6 +17,7 @@ from huggingface_hub.serialization._base import parse_size_to_int
 from tqdm.auto import tqdm
 
 from ..arch.checkpoint import SAFE_INDEX, BIN_INDEX, Checkpoint
+from .ahead import TensorsAhead
 from .kernels import NonFiniteChunk, nonfinite, task_vector_chunks
 from .stream import row_blocks, write_safetensors
 from ..errors import AdammsError
@@ -58,12 +59,18 @@ class Merger:
         """Merged block by block: an elementwise method, and rows that map to rows (no token-id alignment)."""
         return not e.merged or (self.method.rowwise and (e.vocab is None or e.vocab.prefix) and len(e.shape) > 0)
 
-    def blocks(self, e: PlanEntry, lam: float) -> Iterator[torch.Tensor]:
-        """The output tensor of `e` at `lam` in row order, in the output dtype. An output dtype other than the
+    def whole(self, e: PlanEntry, lam: float) -> torch.Tensor:
+        """The output tensor of an entry merged whole, in the output dtype. An output dtype other than the
         tensor's own computes the merge in fp32 and casts the result once (mergekit's out_dtype)."""
         out = self.out_dtype(e)
+        return self.tensor(e, lam, fp32=out != e.dtype).to(out)
+
+    def blocks(self, e: PlanEntry, lam: float, ahead: TensorsAhead | None = None) -> Iterator[torch.Tensor]:
+        """The output tensor of `e` at `lam` in row order, in the output dtype; an entry merged whole comes from
+        `ahead` when it holds it (computed there on a worker thread)."""
+        out = self.out_dtype(e)
         if not self._streamable(e):
-            yield self.tensor(e, lam, fp32=out != e.dtype).to(out)
+            yield ahead.take(e.key) if ahead is not None and e.key in ahead else self.whole(e, lam)
             return
         p, cast = self.plan, (torch.float32 if out != e.dtype else None)
         merged_rows = e.shape[0] if e.vocab is None else e.vocab.count
@@ -254,8 +261,10 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
         partial = PartialOutput.resume(out, identity, notify)
         try:
             merger.prepare()
+            whole = [(k, nbytes[k]) for filename, keys in split.filename_to_tensors.items()
+                     if filename not in partial.kept for k in keys if not merger._streamable(entries[k])]
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"{method.name} {method.coefficient}={lam:g}",
-                      disable=not progress) as bar:
+                      disable=not progress) as bar, TensorsAhead(whole, lambda k: merger.whole(entries[k], lam)) as ahead:
                 for filename, keys in split.filename_to_tensors.items():
                     if filename in partial.kept:
                         bar.update(sum(nbytes[k] for k in keys))
@@ -264,7 +273,7 @@ def write_merged(merger: Merger, lam: float, out_dir, force: bool = False, max_s
                     # hashed as written, not read back
                     written = partial.hasher()
                     write_safetensors(partial.path / filename, [(k, *layout[k]) for k in keys],
-                                      lambda k: merger.blocks(entries[k], lam), metadata={"format": "pt"},
+                                      lambda k: merger.blocks(entries[k], lam, ahead), metadata={"format": "pt"},
                                       on_bytes=bar.update, hasher=written)
                     partial.finished(filename, written.hexdigest())
             tmp = partial.path
