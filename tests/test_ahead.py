@@ -83,3 +83,38 @@ def test_interrupt_while_workers_merge_keeps_finished_shards_and_stops_them(zoo,
     err = capsys.readouterr().err
     assert code == 130 and "2 finished shard(s)" in err, err
     assert not any(t.name.startswith("merge-ahead") for t in threading.enumerate())
+
+
+@pytest.fixture(scope="module")
+def wide_trio(tmp_path_factory):
+    """θ0 and two fine-tunes of a 1-layer LLaMA whose tensors exceed torch's grain size (32768 entries), fp32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    root = tmp_path_factory.mktemp("wide")
+    cfg = LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=4, vocab_size=1000)
+    dirs = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        dirs.append(root / f"m{seed}")
+        LlamaForCausalLM(cfg).save_pretrained(dirs[-1])
+    return dirs
+
+
+def test_dare_bytes_do_not_depend_on_the_callers_thread_count(wide_trio, tmp_path):
+    """DARE's l1 rescale sums |τ| in fp32 chunks; torch splits a sum by its intra-op thread count, so a merge in the
+    caller's thread depends on the machine's cores (checked below). Workers use one intra-op thread each."""
+    t0, m1, m2 = wide_trio
+    params = {"density": 0.5, "seed": 1}
+    entry = next(e for e in open_merger(m1, m2, "dare_ties", params, t0).plan.merged if "mlp.up_proj" in e.key)
+    outputs, in_caller = [], []
+    for threads in (1, 2):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            m = open_merger(m1, m2, "dare_ties", params, t0)
+            in_caller.append(m.whole(entry, 1.0))
+            outputs.append(write_merged(m, 1.0, tmp_path / f"t{threads}", progress=False))
+        finally:
+            torch.set_num_threads(previous)
+    assert not torch.equal(*in_caller)  # the premise: without the workers the bytes would follow the cores
+    same_output(*outputs)

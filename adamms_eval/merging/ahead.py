@@ -6,6 +6,8 @@ numpy's share runs on one core: on a 2-core machine a third of the CPU time of a
 Here each worker thread merges its own tensors with one intra-op thread (OpenMP's thread count is per calling
 thread), so both cores do useful work. Every tensor's merge depends only on that tensor (seeded per tensor),
 so the bytes are those of the one-thread merge; the results are handed out in the order they are asked for.
+One intra-op thread also makes the bytes independent of the machine's cores: torch splits a sum (DARE's l1
+rescale) by its thread count, which moved a few entries by one ulp between 1 and 2 threads.
 """
 from __future__ import annotations
 
