@@ -1,4 +1,5 @@
 import os
+import signal
 
 import pytest
 
@@ -11,3 +12,11 @@ def zoo(tmp_path_factory):
     from adamms_eval.testing.tiny import build_zoo
 
     return build_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture
+def python_sigint_handler():
+    """KeyboardInterrupt on SIGINT, as in an interactive shell, even when pytest inherited SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

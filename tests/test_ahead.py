@@ -60,14 +60,8 @@ def test_two_workers_write_the_bytes_of_one(zoo, tmp_path, monkeypatch, method, 
     same_output(one, two)
 
 
-@pytest.fixture(autouse=True)
-def python_sigint_handler():
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
-def test_interrupt_while_workers_merge_keeps_finished_shards_and_stops_them(zoo, tmp_path, monkeypatch, capsys):
+def test_interrupt_while_workers_merge_keeps_finished_shards_and_stops_them(zoo, tmp_path, monkeypatch, capsys,
+                                                                           python_sigint_handler):
     out = tmp_path / "m"
     real, calls = merge_module.write_safetensors, [0]
 

@@ -18,6 +18,7 @@ from helpers import same_output
 from adamms_eval.merging.merger import open_merger, write_merged
 
 SHARD = "3MB"
+pytestmark = pytest.mark.usefixtures("python_sigint_handler")  # conftest: SIGINT raises KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
@@ -145,14 +146,6 @@ def small_args(zoo, tmp_path):
     out = tmp_path / "m"
     return out, ["merge", "--base", zoo["qwen2_vl"], "--other", zoo["llava_ov_hf"], "--out", out,
                  "--max-shard-size", "100KB", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def python_sigint_handler():
-    """KeyboardInterrupt on SIGINT, as in an interactive shell, even when pytest inherited SIGINT ignored."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 def interrupt_at(monkeypatch, call, action):
