@@ -19,6 +19,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from .direct import OutputFile
+
 ROW_BYTES = 64 << 20  # fp32 bytes of one block of rows: a few such temporaries stay well under the 2 GB bar
 SAFE_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -59,7 +61,7 @@ def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], torc
 
     # One writer thread: the next block is merged while the last one is written and hashed (both release the
     # GIL). One write in flight at a time keeps the bytes in order and holds at most one extra block in memory.
-    with open(path, "wb") as fh, ThreadPoolExecutor(1, thread_name_prefix="safetensors-write") as writer:
+    with OutputFile(path) as fh, ThreadPoolExecutor(1, thread_name_prefix="safetensors-write") as writer:
         write(struct.pack("<Q", len(blob)))
         write(blob)
         in_flight = None
