@@ -86,10 +86,9 @@ def test_disk_full_is_raised_not_swallowed(tmp_path, small_stage, monkeypatch):
 
     monkeypatch.setattr(direct.os, "write", full)
     fh = direct.OutputFile(tmp_path / "out.bin")
-    with pytest.raises(OSError) as e:
-        with fh:
-            for p in pieces() * 4:
-                fh.write(p)
+    with pytest.raises(OSError) as e, fh:
+        for p in pieces() * 4:
+            fh.write(p)
     assert e.value.errno == errno.ENOSPC and fh.fd == -1  # closed without writing the staged tail
 
 

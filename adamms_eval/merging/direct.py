@@ -95,7 +95,7 @@ class OutputFile:
             self.fd = -1
             self._staged = None
 
-    def __enter__(self) -> "OutputFile":
+    def __enter__(self) -> OutputFile:
         return self
 
     def __exit__(self, kind, *_) -> None:
